@@ -1,0 +1,46 @@
+"""Benchmarks: each compares ours with a peer measured in the same process on the same inputs.
+
+``cdco bench NAME`` prints one JSON object (form in ../shared/DESIGN.md, "Benchmarks"):
+{"bench", "machine", "comparisons": [{"name", "ours", "peer", "unit", "higher_is_better", "ratio", "target", "meets"}]}
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+BENCHES = {
+    "embed": "bench.embed",
+    "negatives": "bench.negatives",
+    "manifold": "bench.manifold",
+    "train": "bench.train",
+    "pipeline": "bench.pipeline",
+}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def comparison(name: str, ours: float, peer: float, unit: str, higher_is_better: bool, target: float,
+               **extra: Any) -> dict[str, Any]:
+    """One row: ratio = ours / peer; meets compares it with target in the right direction."""
+    ratio = ours / peer if peer else float("inf")
+    meets = ratio >= target if higher_is_better else ratio <= target
+    row = {"name": name, "ours": round(ours, 4), "peer": round(peer, 4), "unit": unit,
+           "higher_is_better": higher_is_better, "ratio": round(ratio, 4), "target": target, "meets": bool(meets)}
+    row.update(extra)
+    return row
+
+
+def run_bench(name: str, quick: bool = False) -> dict[str, Any]:
+    from cdco_core.errors import InputError
+
+    if name not in BENCHES:
+        raise InputError(f"unknown bench {name!r}; available: {', '.join(BENCHES)}")
+    module = importlib.import_module(BENCHES[name])
+    result = module.run(quick=quick)
+    return {"bench": name, "machine": machine(), **result}

@@ -1,0 +1,149 @@
+"""The ``cdco`` command. Thin: parse arguments, call one function, print.
+
+Heavy imports (torch, transformers, prefect, mlflow) happen inside the commands, so ``cdco --help`` is fast.
+Bad input of any kind (:class:`cdco_core.errors.InputError`) prints one message and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="cdco: cross-domain contrastive optimisation of adapters, as a Prefect + MLflow pipeline.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect and validate task data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+Profile = Annotated[str, typer.Option("--profile", "-p", help="conf/<NAME>.yaml, or a path to a YAML file")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: key.sub=value (repeatable)")]
+
+
+def _user_errors(fn):
+    """Turn InputError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from cdco_core.errors import InputError
+
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(profile: str, sets: list[str] | None):
+    from cdco_core.config import load_config
+
+    return load_config(profile, sets or [])
+
+
+@app.command()
+@_user_errors
+def run(profile: Profile = "demo", set_: Sets = None,
+        methods: Annotated[str | None, typer.Option(help="comma-separated methods; default from config")] = None):
+    """Run the whole pipeline (Prefect flow 'cdco', local mode: no server needed)."""
+    cfg = _load(profile, set_)  # validate before any work
+    from flows.full_pipeline import run_pipeline
+
+    overrides = list(set_ or [])
+    if methods:
+        overrides.append(f"eval.methods=[{methods}]")
+    result = run_pipeline(profile=profile, overrides=overrides)
+    typer.echo(json.dumps(result, indent=2, default=str))
+    del cfg
+
+
+@app.command()
+@_user_errors
+def step(name: Annotated[str, typer.Argument(help="embed | manifold | negatives | train | evaluate")],
+         profile: Profile = "smoke", set_: Sets = None):
+    """Run one pipeline step (and the steps it needs, from cache when unchanged), without Prefect."""
+    cfg = _load(profile, set_)
+    from cdco_core import steps
+
+    result = steps.run_step(name, cfg)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+@_user_errors
+def compare(profile: Profile = "demo", set_: Sets = None,
+            methods: Annotated[str | None, typer.Option(help="comma-separated registry names")] = None,
+            seeds: Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
+            out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None):
+    """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
+    cfg = _load(profile, set_)
+    from cdco_core.evaluation.compare import run_comparison
+
+    m = [x.strip() for x in methods.split(",")] if methods else None
+    s = [int(x) for x in seeds.split(",")] if seeds else None
+    result = run_comparison(cfg, methods=m, seeds=s, out_dir=out)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+@_user_errors
+def bench(name: Annotated[str, typer.Argument(help="embed | negatives | manifold | train | pipeline")],
+          quick: Annotated[bool, typer.Option(help="smaller inputs, for a fast look")] = False):
+    """Run a benchmark; prints one JSON object (ours vs a peer measured in the same run)."""
+    from bench import run_bench
+
+    typer.echo(json.dumps(run_bench(name, quick=quick), indent=2))
+
+
+@data_app.command("check")
+@_user_errors
+def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a task spec YAML file")] = None,
+               profile: Annotated[str | None, typer.Option("--profile", "-p")] = None, set_: Sets = None):
+    """Load and validate every task; print rows, label counts and digest per task and split."""
+    from cdco_core.config import DataConfig
+    from cdco_core.data import load_task, read_task_file
+
+    if tasks is None and profile is None:
+        raise typer.BadParameter("give --tasks FILE.yaml or --profile NAME")
+    if tasks is not None:
+        data_cfg = DataConfig()
+        specs = read_task_file(tasks)
+    else:
+        cfg = _load(profile, set_)
+        data_cfg = cfg.data
+        from cdco_core.data import task_specs
+
+        specs = task_specs(data_cfg)
+    for spec in specs:
+        task = load_task(spec, data_cfg)
+        typer.echo(f"{task.name}  kind={spec.kind}  type={spec.type}  metric={spec.metric_name}  digest={task.digest[:16]}")
+        for split, df in task.splits.items():
+            if spec.type == "regression":
+                counts = f"label mean={df['label'].mean():.3f} sd={df['label'].std():.3f}"
+            elif task.label_names:
+                vc = df["label"].value_counts().sort_index()
+                counts = ", ".join(f"{task.label_names[i]}={n}" for i, n in vc.items())
+            else:
+                counts = f"choices={df['choices'].map(len).max()}"
+            made = f"  (made from {task.split_record[split]['from']})" if split in task.split_record else ""
+            typer.echo(f"  {split:<11} rows={len(df):<7} {counts}  digest={task.digests[split][:16]}{made}")
+
+
+@app.command()
+def version():
+    """Print the version."""
+    from cdco_core import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,340 @@
+"""Normalise every task into one canonical table, cached as Parquet and identified by a content digest.
+
+Canonical columns (one Parquet file per split):
+    example_id  str    stable: "<task>:<source split>:<row>", unchanged by re-splitting or sampling
+    text_a      str    first text (the question for multiple choice)
+    text_b      str    second text for pairs, "" otherwise
+    choices     list   options (multiple choice only)
+    label       int64  class id / choice index; float64 for regression
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from cdco_core.config import PROJECT_ROOT, DataConfig, TaskFile, TaskSpec, cdco_home
+from cdco_core.data.sources import RawSource, load_source
+from cdco_core.errors import DataError
+from cdco_core.io import atomic_dir, sha256_frame, sha256_json
+
+LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
+
+
+@dataclass
+class TaskData:
+    """A loaded task: its spec, label names, canonical splits and their digests."""
+
+    spec: TaskSpec
+    label_names: list[str]
+    splits: dict[str, pd.DataFrame]
+    digests: dict[str, str]  # split -> content digest
+    split_record: dict[str, dict] = field(default_factory=dict)  # how missing splits were made
+    path: Path | None = None  # cache directory
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def digest(self) -> str:
+        return sha256_json(self.digests)
+
+    @property
+    def eval_split(self) -> str:
+        if self.spec.eval_split:
+            return self.spec.eval_split
+        return "validation" if "validation" in self.splits else "test"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ---------------------------------------------------------------------------------------- task specs
+def read_task_file(path: str | Path) -> list[TaskSpec]:
+    """Read a ``tasks:`` YAML file. Relative ``files:`` paths are resolved against the file's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"task spec file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path} is not valid YAML: {e}") from None
+    try:
+        specs = TaskFile.model_validate(raw).tasks
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg += f"; allowed: {', '.join(sorted(TaskSpec.model_fields))}"
+            msgs.append(f"  {loc}: {msg}")
+        raise DataError(f"invalid task spec {path}:\n" + "\n".join(msgs)) from None
+    return [_anchor_files(s, path.parent) for s in specs]
+
+
+def _anchor_files(spec: TaskSpec, base: Path) -> TaskSpec:
+    if spec.files:
+        spec = spec.model_copy(
+            update={"files": {k: str(v if Path(v).is_absolute() else (base / v).resolve()) for k, v in spec.files.items()}}
+        )
+    return spec
+
+
+def task_specs(data: DataConfig) -> list[TaskSpec]:
+    specs: list[TaskSpec] = []
+    if data.tasks_file:
+        p = Path(data.tasks_file)
+        specs += read_task_file(p if p.is_absolute() else PROJECT_ROOT / p)
+    specs += [_anchor_files(s, PROJECT_ROOT) for s in data.tasks]
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"task names must be unique; repeated: {dup}")
+    if not specs:
+        raise DataError("no tasks configured: set data.tasks_file or data.tasks")
+    return specs
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_tasks(data: DataConfig, names: list[str] | None = None) -> list[TaskData]:
+    specs = task_specs(data)
+    if names is not None:
+        known = {s.name for s in specs}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise DataError(f"unknown task(s) {missing}; configured: {', '.join(sorted(known))}")
+        specs = [s for s in specs if s.name in names]
+    return [load_task(s, data) for s in specs]
+
+
+def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) -> TaskData:
+    """Load one task into canonical form, from the Parquet cache when its inputs are unchanged.
+
+    Raises:
+        DataError: missing file/column/split, empty split, NaN or empty text, unknown label (names file and row).
+    """
+    mirror = Path(data.mirror_dir) if data.mirror_dir else None
+    raw = load_source(spec, PROJECT_ROOT, mirror)
+    key = sha256_json(
+        {
+            "spec": spec.model_dump(mode="json"),
+            "files": raw.file_digests,
+            "max_rows": data.max_rows,
+            "split_seed": data.split_seed,
+            "heldout_fraction": data.heldout_fraction,
+            "version": LOADER_VERSION,
+        }
+    )
+    cache_dir = (cache_root or cdco_home() / "cache" / "tasks") / f"{spec.name}-{key[:16]}"
+    cached = _read_cache(spec, cache_dir)
+    if cached is not None:
+        return cached
+    task = canonicalize(spec, raw, data)
+    with atomic_dir(cache_dir) as tmp:
+        for split, df in task.splits.items():
+            df.to_parquet(tmp / f"{split}.parquet", index=False)
+        meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    task.path = cache_dir
+    return task
+
+
+def _read_cache(spec: TaskSpec, cache_dir: Path) -> TaskData | None:
+    meta_path = cache_dir / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        splits = {s: pd.read_parquet(cache_dir / f"{s}.parquet") for s in meta["digests"]}
+        for s, df in splits.items():
+            if "choices" in df.columns:
+                splits[s]["choices"] = df["choices"].map(list)
+            if sha256_frame(splits[s]) != meta["digests"][s]:
+                return None  # corrupt or edited: rebuild, never trust
+    except Exception:  # unreadable cache of any kind is rebuilt
+        return None
+    return TaskData(spec, meta["label_names"], splits, meta["digests"], meta["split_record"], cache_dir)
+
+
+def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
+    text_cols = spec.text or raw.text
+    label_col = spec.label or raw.label
+    choices_col = spec.choices or raw.choices
+    if not text_cols or not label_col:
+        raise DataError(f"task {spec.name!r}: name the text column(s) with 'text:' and the label with 'label:'")
+    if spec.type == "multiple_choice" and not choices_col:
+        raise DataError(f"task {spec.name!r}: multiple_choice needs 'choices:' naming the options column")
+    if spec.type == "pair_classification" and len(text_cols) != 2:
+        raise DataError(f"task {spec.name!r}: pair_classification needs two text columns, got {text_cols}")
+
+    frames: dict[str, pd.DataFrame] = {}
+    for split, df in raw.splits.items():
+        where = raw.files.get(split, split)
+        if len(df) == 0:
+            raise DataError(f"task {spec.name!r}: split {split!r} ({where}) is empty")
+        needed = list(text_cols) + [label_col] + ([choices_col] if choices_col else [])
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise DataError(f"{where}: column(s) {missing} not found; columns found: {list(df.columns)}")
+        frames[split] = _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col)
+
+    label_names, frames = _encode_labels(spec, raw, frames)
+    frames, record = _ensure_splits(spec, frames, data)
+    frames = {s: _cap_rows(df, data.max_rows.get(s), data.split_seed) for s, df in frames.items()}
+    digests = {s: sha256_frame(df) for s, df in frames.items()}
+    return TaskData(spec, label_names, frames, digests, record)
+
+
+def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -> pd.DataFrame:
+    out = pd.DataFrame({"example_id": [f"{spec.name}:{split}:{i}" for i in range(len(df))]})
+    for new, col in zip(["text_a", "text_b"], text_cols, strict=False):
+        values = df[col].reset_index(drop=True)
+        bad = values.isna() | values.astype(str).str.strip().eq("")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{where} row {row + 1}: column {col!r} is empty or NaN ({int(bad.sum())} such rows); "
+                "clean the file or drop those rows"
+            )
+        out[new] = values.astype(str).to_numpy()
+    if "text_b" not in out:
+        out["text_b"] = ""
+    if choices_col:
+        opts = df[choices_col].reset_index(drop=True).map(_as_options)
+        short = opts.map(len) < 2
+        if short.any():
+            row = int(np.flatnonzero(short.to_numpy())[0])
+            raise DataError(f"{where} row {row + 1}: column {choices_col!r} needs at least 2 options")
+        out["choices"] = opts.to_numpy()
+    labels = df[label_col].reset_index(drop=True)
+    if labels.isna().any():
+        row = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise DataError(f"{where} row {row + 1}: label column {label_col!r} is empty")
+    out["label"] = labels.to_numpy()
+    out.attrs["where"] = where
+    return out
+
+
+def _as_options(v) -> list[str]:
+    if isinstance(v, str):
+        return [o.strip() for o in v.split("|")]
+    return [str(o) for o in v]
+
+
+def _encode_labels(spec: TaskSpec, raw: RawSource, frames: dict[str, pd.DataFrame]):
+    if spec.type == "regression":
+        for split, df in frames.items():
+            vals = pd.to_numeric(df["label"], errors="coerce")
+            if vals.isna().any():
+                row = int(np.flatnonzero(vals.isna().to_numpy())[0])
+                raise DataError(f"{df.attrs['where']} row {row + 1}: label {df['label'][row]!r} is not a number")
+            df["label"] = vals.astype("float64")
+        return [], frames
+    if spec.type == "multiple_choice":
+        for split, df in frames.items():
+            df["label"] = [_choice_index(lab, opts, df.attrs["where"], i) for i, (lab, opts)
+                           in enumerate(zip(df["label"], df["choices"], strict=True))]
+            df["label"] = df["label"].astype("int64")
+        return [], frames
+
+    declared = spec.label_names or raw.label_names
+    if spec.type == "boolean_qa" and declared is None:
+        declared = ["false", "true"]
+    if declared is None:  # infer from the training split (all splits if none is called train)
+        basis = frames.get("train")
+        pool = basis["label"] if basis is not None else pd.concat([f["label"] for f in frames.values()])
+        declared = sorted({_label_str(v) for v in pool})
+    names = [str(n) for n in declared]
+    index = {n: i for i, n in enumerate(names)}
+    for split, df in frames.items():
+        ids = []
+        for row, v in enumerate(df["label"]):
+            ids.append(_label_id(v, index, names, df.attrs["where"], row))
+        df["label"] = np.asarray(ids, dtype="int64")
+    return names, frames
+
+
+def _label_str(v) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _label_id(v, index: dict[str, int], names: list[str], where: str, row: int) -> int:
+    s = _label_str(v)
+    if s in index:
+        return index[s]
+    # integer ids against declared names (the mirror stores ids)
+    if isinstance(v, int | np.integer) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+        i = int(v)
+        if 0 <= i < len(names):
+            return i
+    raise DataError(f"{where} row {row + 1}: label {v!r} is not in the label set {names}")
+
+
+def _choice_index(label, options: list[str], where: str, row: int) -> int:
+    if isinstance(label, int | np.integer) and 0 <= int(label) < len(options):
+        return int(label)
+    s = str(label).strip()
+    if s.isdigit() and 0 <= int(s) < len(options):
+        return int(s)
+    if len(s) == 1 and s.isalpha() and 0 <= ord(s.upper()) - 65 < len(options):
+        return ord(s.upper()) - 65
+    if s in options:
+        return options.index(s)
+    raise DataError(f"{where} row {row + 1}: answer {label!r} is not an option index, letter or option text")
+
+
+def _stable_rank(ids: pd.Series, seed: int) -> np.ndarray:
+    keys = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids]
+    return np.argsort(np.asarray(keys))
+
+
+def _ensure_splits(spec: TaskSpec, frames: dict[str, pd.DataFrame], data: DataConfig):
+    """Make the train and held-out splits a task needs, deterministically, and record how."""
+    record: dict[str, dict] = {}
+    eval_name = spec.eval_split or ("validation" if "validation" in frames else "test")
+    if spec.eval_split and spec.eval_split not in frames and "train" not in frames:
+        raise DataError(f"task {spec.name!r}: split {spec.eval_split!r} is missing; found {sorted(frames)}")
+    if "train" in frames and eval_name in frames:
+        return frames, record
+    if "train" in frames:  # no held-out split: carve it out of train
+        source, heldout_name = "train", spec.eval_split or "validation"
+    else:
+        if eval_name not in frames:
+            eval_name = sorted(frames)[0]
+        source, heldout_name = eval_name, eval_name
+    df = frames.pop(source)
+    order = _stable_rank(df["example_id"], data.split_seed)
+    n_held = max(1, int(math.floor(len(df) * data.heldout_fraction)))
+    if len(df) - n_held < 1:
+        raise DataError(f"task {spec.name!r}: split {source!r} has {len(df)} row(s), too few to split")
+    held_idx, train_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
+    frames["train"] = df.iloc[train_idx].reset_index(drop=True)
+    frames[heldout_name] = df.iloc[held_idx].reset_index(drop=True)
+    how = f"sha256(seed:example_id) order, seed={data.split_seed}, held-out fraction={data.heldout_fraction}"
+    record = {
+        "train": {"from": source, "rows": len(train_idx), "method": how},
+        heldout_name: {"from": source, "rows": len(held_idx), "method": how},
+    }
+    return frames, record
+
+
+def _cap_rows(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    if cap is None or len(df) <= cap:
+        return df
+    idx = np.sort(_stable_rank(df["example_id"], seed)[:cap])
+    return df.iloc[idx].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Encoders (the frozen base), adapters and heads."""

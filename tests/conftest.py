@@ -1,0 +1,40 @@
+"""Shared fixtures. Everything a test writes goes under tmp_path; nothing reaches the hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def cdco_home(tmp_path_factory, monkeypatch) -> Path:
+    """A private CDCO_HOME per test (caches, checkpoints, MLflow store)."""
+    home = tmp_path_factory.mktemp("cdco_home")
+    monkeypatch.setenv("CDCO_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+    return home
+
+
+@pytest.fixture
+def smoke_cfg():
+    """The smoke profile, validated."""
+    from cdco_core.config import load_config
+
+    return load_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(model, tokenizer, identity) of the smoke profile's tiny random BERT with the real tokenizer."""
+    from cdco_core.config import load_config
+    from cdco_core.models.encoder import load_encoder
+
+    return load_encoder(load_config("smoke").model)
