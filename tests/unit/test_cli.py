@@ -1,0 +1,64 @@
+"""The console command: fast help, and bad input as one message with exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cdco(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cdco_core.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_help_lists_commands_without_importing_torch():
+    out = _cdco("--help")
+    assert out.returncode == 0
+    for cmd in ("run", "step", "compare", "bench", "data"):
+        assert cmd in out.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, cdco_core.cli; print('torch' in sys.modules, 'prefect' in sys.modules)"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert probe.stdout.split() == ["False", "False"]
+
+
+def test_data_check_prints_rows_labels_digests(tmp_path):
+    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\nbad,neg\n")
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - {name: mine, kind: ID, type: classification, files: {train: train.csv}, text: [review], label: rating}\n")
+    out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
+    assert out.returncode == 0, out.stderr
+    assert "mine  kind=ID" in out.stdout
+    assert "train       rows=1" in out.stdout and "validation  rows=1" in out.stdout and "digest=" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--profile", "smoke", "--set", "train.nope=1"], "train.nope: unknown key"),
+        (["run", "--profile", "nope"], "unknown profile 'nope'"),
+        (["data", "check", "--tasks", "missing.yaml"], "task spec file not found: missing.yaml"),
+        (["step", "fly", "--profile", "smoke"], "unknown step 'fly'"),
+    ],
+)
+def test_bad_input_is_one_message_and_exit_2(args, message, tmp_path):
+    out = _cdco(*args, env={"CDCO_HOME": str(tmp_path / "h")})
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "h").exists() or not any((tmp_path / "h").rglob("*.parquet"))
+
+
+def test_bad_data_file_exits_2_and_names_row(tmp_path):
+    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\n,neg\n")
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - {name: m, kind: ID, type: classification, files: {train: train.csv}, text: [review], label: rating}\n")
+    out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
+    assert out.returncode == 2
+    assert "train.csv row 2: column 'review' is empty or NaN" in out.stderr
