@@ -1,0 +1,92 @@
+"""EGO-PLM settings: ``cfg.methods.ego_plm`` validated into :class:`EgoPlmConfig`.
+
+Every key carries its trade-off. Loss weights are the outer objective's
+``L = L_task + pretext_weight * L_pre + consistency_weight * L_coca`` (see docs/methods.md, "EGO-PLM").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cdco_core.errors import ConfigError
+
+PretextName = Literal["auto", "mlm", "contrastive"]
+
+
+class EgoPlmConfig(BaseModel):
+    """Validated ``methods.ego_plm`` section (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---- task-specific embedding generator: e_t = h + U_t GELU(D_t LN(h)), U_t zero-initialised
+    # width of each task's bottleneck = hidden // generator_reduction: smaller reduction = more per-task capacity
+    # (and more parameters per task, 2·H²/reduction), larger = closer to a shared encoder.
+    generator_reduction: int = Field(4, ge=1)
+    # What encode(task_ids=None) returns (OOD/KI evaluation has no task id): "agnostic" = the shared
+    # encoder's embedding h, the one the pre-defined task keeps close to pre-training; "task_mean" = the
+    # mean of every task's generated embedding (more task signal, less general).
+    untasked_view: Literal["agnostic", "task_mean"] = "agnostic"
+
+    # ---- pre-defined (pretext) task
+    # "auto": contrastive for sentence-embedding checkpoints (sentence-transformers files in the model
+    # folder), MLM otherwise (tiny-random, BERT-style folders). See pretext.detect_pretext.
+    pretext: PretextName = "auto"
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)  # BERT's rate; higher = harder task, noisier gradient
+    contrastive_temperature: float = Field(0.05, gt=0.0)  # SimCSE's tau; lower = sharper, noisier gradient
+
+    # ---- consistency calibration (CoCa): K steps of L2 PGD, per-token ball on the input embeddings
+    # epsilon and step_size are fractions of the mean word-embedding norm of the vocabulary, so one value
+    # means the same for MiniLM (mean norm ~1.07) and the tiny random BERT (~0.11). Larger = stronger
+    # regulariser, and further from the data the model is evaluated on.
+    epsilon: float = Field(0.1, gt=0.0)
+    adv_steps: int = Field(1, ge=1)  # K: each step costs one extra forward+backward
+    step_size: float = Field(0.05, gt=0.0)  # alpha, same unit as epsilon
+    # start of the ascent: a random direction of norm init_fraction * epsilon per token (0 = start at x;
+    # then a generator at its identity start gives a zero gradient and the ascent cannot move).
+    init_fraction: float = Field(0.5, ge=0.0, le=1.0)
+
+    # ---- outer objective weights (the trainer multiplies each returned term by them)
+    pretext_weight: float = Field(0.1, ge=0.0)  # more = more pre-trained knowledge kept, less task fit
+    consistency_weight: float = Field(1.0, ge=0.0)  # more = task view held closer to the pre-defined view
+
+    # ---- schedule: null = the profile's total steps / first stage's learning rate (same budget as baselines)
+    steps: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _step_within_ball(self) -> EgoPlmConfig:
+        if self.step_size > 2 * self.epsilon:
+            raise ValueError(
+                f"step_size {self.step_size} is more than twice epsilon {self.epsilon}: every step would be "
+                "clipped back onto the ball; use step_size <= 2 * epsilon"
+            )
+        return self
+
+
+def load_ego_plm_config(raw: dict[str, Any] | None, source: str = "methods.ego_plm") -> EgoPlmConfig:
+    """Validate the raw ``methods.ego_plm`` mapping.
+
+    Args:
+        raw: the mapping from the profile (``cfg.methods.ego_plm``); None or empty = all defaults.
+        source: the key path reported in errors.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: an unknown key or a bad value; the message names ``methods.ego_plm.<key>``.
+    """
+    try:
+        return EgoPlmConfig.model_validate(raw or {})
+    except ValidationError as e:
+        lines = [f"invalid config {source}:"]
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            key = f"{source}.{loc}" if loc else source
+            if err["type"] == "extra_forbidden":
+                lines.append(f"  {key}: unknown key; allowed: {', '.join(sorted(EgoPlmConfig.model_fields))}")
+            else:
+                lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
