@@ -21,7 +21,12 @@ import torch.nn.functional as F
 _LOGIT_FLOOR = -1e4
 
 
-def prediction_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor, task_type: str) -> torch.Tensor:
+def prediction_divergence(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    task_type: str,
+    choice_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean disagreement between two predictions of the same head on the same rows.
 
     Args:
@@ -29,6 +34,8 @@ def prediction_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor, task_t
         logits_b: the same shape, from the pre-defined view.
         task_type: a task type of the config; "regression" uses the squared difference, every other type
             the symmetric KL of the softmax distributions.
+        choice_mask: optional (B, C) bool, True where a multiple-choice option exists; absent options get
+            probability 0 in both distributions.
 
     Returns:
         A scalar >= 0, zero exactly when both predictions are equal.
@@ -40,6 +47,9 @@ def prediction_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor, task_t
         raise ValueError(f"prediction_divergence: shapes differ, {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
     if task_type == "regression":
         return (logits_a - logits_b).pow(2).sum(-1).mean()
+    if choice_mask is not None:
+        logits_a = logits_a.masked_fill(~choice_mask, _LOGIT_FLOOR)
+        logits_b = logits_b.masked_fill(~choice_mask, _LOGIT_FLOOR)
     log_p = F.log_softmax(logits_a.clamp_min(_LOGIT_FLOOR), dim=-1)  # (B, C)
     log_q = F.log_softmax(logits_b.clamp_min(_LOGIT_FLOOR), dim=-1)  # (B, C)
     # ½[KL(p‖q) + KL(q‖p)] = ½ Σ_c (p_c − q_c)(log p_c − log q_c)

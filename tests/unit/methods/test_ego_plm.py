@@ -102,6 +102,11 @@ def test_divergence_zero_for_identical_and_hand_values():
     # excluded multiple-choice options (-inf) stay finite
     mc = torch.tensor([[1.0, 0.0, -math.inf]])
     assert prediction_divergence(mc, mc, "multiple_choice").item() == 0.0
+    # an absent option's logit does not count
+    opts = torch.tensor([[True, True, False]])
+    other = torch.tensor([[1.0, 0.0, 9.0]])
+    assert prediction_divergence(mc, other, "multiple_choice", choice_mask=opts).item() == 0.0
+    assert prediction_divergence(mc, other, "multiple_choice").item() > 0.0
     assert prediction_divergence(torch.tensor([[1.0]]), torch.tensor([[3.0]]), "regression").item() == 4.0
     with pytest.raises(ValueError, match="shapes differ"):
         prediction_divergence(a, a[:, :1], "classification")
