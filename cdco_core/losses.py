@@ -71,6 +71,10 @@ def task_loss(
         raise ValueError(f"{task_type} logits must be (B, C), got {tuple(logits.shape)}")
     if labels.dtype.is_floating_point:
         raise ValueError(f"{task_type} labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ValueError(
+            f"{task_type} labels must lie in [0, {logits.shape[1]}) (one logit per class/option), got {labels.tolist()}"
+        )
     if choice_mask is not None:
         if choice_mask.shape != logits.shape:
             raise ValueError(f"choice_mask {tuple(choice_mask.shape)} must match logits {tuple(logits.shape)}")

@@ -41,7 +41,7 @@ def register_sampler(name: str) -> Callable[[type[TaskSampler]], type[TaskSample
             raise TypeError(f"@register_sampler({name!r}) needs a TaskSampler subclass, got {cls!r}")
         known = _REGISTRY.get(name)
         # Re-registering the same class (module re-import) is harmless; a different class is a name clash.
-        if known is not None and known.__qualname__ != cls.__qualname__:
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"sampler name {name!r} is already registered by {known.__module__}.{known.__name__}")
         cls.name = name
         _REGISTRY[name] = cls
@@ -55,12 +55,8 @@ def list_samplers() -> list[str]:
     return sorted(set(_REGISTRY) | set(PLUGIN_MODULES))
 
 
-def get_sampler(name: str, **kwargs: Any) -> TaskSampler:
-    """Build the sampler registered as ``name`` with constructor ``kwargs``.
-
-    Raises:
-        InputError: unknown name (the message lists the supported names), or kwargs the sampler does not take.
-    """
+def _resolve(name: str) -> type[TaskSampler]:
+    """The class registered as ``name``, importing its plugin module first if needed."""
     if name not in _REGISTRY and name in PLUGIN_MODULES:
         try:
             importlib.import_module(PLUGIN_MODULES[name])
@@ -70,7 +66,16 @@ def get_sampler(name: str, **kwargs: Any) -> TaskSampler:
             ) from exc
     if name not in _REGISTRY:
         raise InputError(f"unknown sampler {name!r} (train.sampler); supported: {', '.join(list_samplers())}")
-    cls = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def get_sampler(name: str, **kwargs: Any) -> TaskSampler:
+    """Build the sampler registered as ``name`` with constructor ``kwargs``.
+
+    Raises:
+        InputError: unknown name (the message lists the supported names), or kwargs the sampler does not take.
+    """
+    cls = _resolve(name)
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
@@ -81,14 +86,10 @@ def get_sampler(name: str, **kwargs: Any) -> TaskSampler:
 
 def sampler_from_config(train: Any) -> TaskSampler:
     """The sampler named by ``cfg.train.sampler``, given ``train.sampler_temperature`` if it takes one."""
-    name = train.sampler
-    if name not in _REGISTRY and name in PLUGIN_MODULES:
-        get_sampler(name)  # imports the plugin (or raises a clear InputError)
-    cls = _REGISTRY.get(name)
-    kwargs = {}
-    if cls is not None and "temperature" in inspect.signature(cls).parameters:
-        kwargs["temperature"] = train.sampler_temperature
-    return get_sampler(name, **kwargs)
+    cls = _resolve(train.sampler)
+    takes_temperature = "temperature" in inspect.signature(cls).parameters
+    kwargs = {"temperature": train.sampler_temperature} if takes_temperature else {}
+    return get_sampler(train.sampler, **kwargs)
 
 
 def _check_sizes(sizes: Sequence[int] | np.ndarray) -> np.ndarray:

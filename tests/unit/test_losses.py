@@ -47,6 +47,8 @@ def test_task_loss_bad_inputs():
         task_loss("classification", torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="integer class indices"):
         task_loss("classification", torch.zeros(2, 3), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*\[0, 3\]"):
+        task_loss("classification", torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="regression logits must be"):
         task_loss("regression", torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(ValueError, match="masked"):
