@@ -1,0 +1,69 @@
+"""Settings of CA-MTL, read from ``cfg.methods.ca_mtl`` (a free mapping in the shared config) and validated here.
+
+Every key is optional; the defaults follow the paper's base model (lower half frozen, conditional attention in
+every layer, conditional layer norm in the trainable layers, one conditional adapter on the top layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cdco_core.errors import ConfigError
+
+
+class CaMtlConfig(BaseModel):
+    """``methods.ca_mtl`` keys, each with its trade-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Width of the task embedding z_t and of its learned transformation; all generators read it.
+    # Larger = more room to separate tasks, more generator parameters (2*H per FiLM per unit).
+    task_embedding_dim: int = Field(64, ge=1, le=4096)
+    # Share of the encoder's layers (from the bottom) whose pretrained weights are frozen, with the embeddings.
+    # 0.5 as in the paper: keeps pretrained knowledge (less forgetting), halves the trainable encoder weights.
+    freeze_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # FiLM on the embedding output ("conditional alignment").
+    conditional_alignment: bool = True
+    # Task-conditioned block-diagonal bias on the attention scores, in every layer (frozen ones included).
+    conditional_attention: bool = True
+    # Tokens per diagonal block of that bias. Small = local, cheap; large = longer-range task patterns.
+    attention_block_size: int = Field(16, ge=1, le=512)
+    # Layer norms whose weight is modulated by the task, in the trainable (upper) layers.
+    conditional_layer_norm: bool = True
+    # How many top layers carry a conditional bottleneck adapter (the "hypernetwork adapter"); 0 = none.
+    adapter_layers: int = Field(1, ge=0)
+    # Adapter bottleneck width; null = hidden // 3 as in the reference. Wider = more capacity per task.
+    adapter_size: int | None = Field(None, ge=1)
+    # Uncertainty sampling: candidates drawn from EVERY task per step (null = train.batch_size each);
+    # the top train.batch_size by scaled entropy are kept. More candidates = sharper selection, slower scoring.
+    candidates_per_task: int | None = Field(None, ge=1)
+
+
+def ca_mtl_config(raw: dict[str, Any] | CaMtlConfig | None) -> CaMtlConfig:
+    """Validate ``cfg.methods.ca_mtl``.
+
+    Args:
+        raw: the mapping from the config (or an already validated object).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: an unknown key or a bad value; the message names ``methods.ca_mtl.<key>``.
+    """
+    if isinstance(raw, CaMtlConfig):
+        return raw
+    try:
+        return CaMtlConfig.model_validate(raw or {})
+    except ValidationError as e:
+        lines = ["invalid config methods.ca_mtl:"]
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key; allowed: {', '.join(sorted(CaMtlConfig.model_fields))}"
+            else:
+                msg = f"{err['msg']} (got {err.get('input')!r})"
+            lines.append(f"  methods.ca_mtl.{key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,228 @@
+"""CA-MTL: conditional modules, the conditioned encoder, freezing, and the uncertainty sampler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cdco_core.errors import ConfigError
+from cdco_core.methods.ca_mtl import (
+    CaMtlEncoder,
+    UncertaintySampler,
+    ca_mtl_config,
+    frozen_layer_count,
+    normalized_entropy,
+)
+from cdco_core.methods.ca_mtl.modules import BlockDiagonalAttentionBias, ConditionalLayerNorm, FiLM
+
+
+def _bert(layers: int = 2, hidden: int = 32, seed: int = 0):
+    """A fresh tiny random BertModel (not the session fixture: CA-MTL changes requires_grad of what it wraps)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    conf = BertConfig(
+        vocab_size=120,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    return BertModel(conf, add_pooling_layer=False).eval()
+
+
+def _perturb(module: torch.nn.Module, seed: int = 1) -> None:
+    """Give every zero-initialised generator/block random values, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if not name.startswith("bert."):
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def _inputs(batch: int = 3, length: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    if batch > 1:
+        mask[1, length - 3 :] = 0  # a padded row
+    return ids, mask
+
+
+# ------------------------------------------------------------------------------------------ modules
+def test_film_is_identity_at_init_and_modulates_after():
+    film = FiLM(cond_dim=4, features=3)
+    x = torch.randn(2, 5, 3)
+    cond = torch.randn(2, 4)
+    assert torch.equal(film(x, cond), x)
+    with torch.no_grad():  # gamma = 1, beta = 2 for every feature, whatever the condition
+        film.generator.bias.copy_(torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0]))
+    assert torch.allclose(film(x, cond), 2 * x + 2)
+
+
+def test_conditional_layer_norm_equals_pretrained_norm_at_init():
+    norm = torch.nn.LayerNorm(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    cln = ConditionalLayerNorm(cond_dim=4, features=6)
+    x, cond = torch.randn(2, 3, 6), torch.randn(2, 4)
+    assert torch.allclose(cln(norm, x, cond), norm(x), atol=1e-6)
+    with torch.no_grad():  # gamma = 1 doubles the weight: y = 2 w ⊙ x̂ + b
+        cln.film.generator.bias[:6] = 1.0
+    expected = 2 * torch.nn.functional.layer_norm(x, (6,)) * norm.weight + norm.bias
+    assert torch.allclose(cln(norm, x, cond), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("seq_len", [7, 13])
+def test_attention_bias_is_block_diagonal_for_lengths_that_do_not_divide(seq_len):
+    bias_mod = BlockDiagonalAttentionBias(cond_dim=4, block_size=4, max_positions=64)
+    with torch.no_grad():
+        bias_mod.blocks.copy_(torch.arange(bias_mod.blocks.numel(), dtype=torch.float).view_as(bias_mod.blocks) + 1)
+        bias_mod.film.generator.bias[4:] = 0.5  # beta = 0.5 everywhere, gamma = 0
+    with torch.no_grad():
+        bias = bias_mod(torch.randn(2, 4), seq_len)
+    assert bias.shape == (2, seq_len, seq_len)
+    blocks = bias_mod.blocks.detach()
+    # i=5, j=6: both in block 1 (positions 4..7) at offsets 1, 2
+    assert bias[0, 5, 6] == pytest.approx(float(blocks[1, 1, 2]) + 0.5)
+    # i=3 (block 0), j=4 (block 1): off the diagonal blocks
+    assert bias[1, 3, 4] == 0.0
+    # the last, partial block: positions 4*(T//4) .. T-1
+    last = 4 * (seq_len // 4)
+    assert bias[0, seq_len - 1, last] == pytest.approx(float(blocks[seq_len // 4, seq_len - 1 - last, 0]) + 0.5)
+    nonzero = (bias[0] != 0).sum().item()
+    sizes = [4] * (seq_len // 4) + ([seq_len % 4] if seq_len % 4 else [])
+    assert nonzero == sum(s * s for s in sizes)
+
+
+@pytest.mark.parametrize("seq_len", [7, 13])
+def test_encoder_runs_any_length_and_padding_does_not_change_real_tokens(seq_len):
+    enc = CaMtlEncoder(_bert(hidden=32), num_tasks=2, settings=ca_mtl_config({"attention_block_size": 5})).eval()
+    _perturb(enc)
+    ids, _ = _inputs(batch=2, length=seq_len)
+    tasks = torch.tensor([0, 1])
+    out = enc(ids, torch.ones_like(ids), task_ids=tasks)
+    assert out.shape == (2, seq_len, 32) and torch.isfinite(out).all()
+    padded = torch.cat([ids, torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones_like(ids), torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    out_padded = enc(padded, mask, task_ids=tasks)
+    assert torch.allclose(out_padded[:, :seq_len], out, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ encoder
+def test_encoder_equals_pretrained_bert_at_init():
+    bert = _bert()
+    ids, mask = _inputs()
+    with torch.no_grad():
+        ref = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = CaMtlEncoder(bert, num_tasks=3, settings=ca_mtl_config({})).eval()(
+            ids, mask, task_ids=torch.tensor([0, 2, 1])
+        )
+    real = mask.bool()
+    assert torch.allclose(out[real], ref[real], atol=1e-5)
+
+
+def test_outputs_differ_between_task_ids_and_none_is_the_mean_task():
+    enc = CaMtlEncoder(_bert(), num_tasks=3, settings=ca_mtl_config({})).eval()
+    _perturb(enc)
+    ids, mask = _inputs(batch=1)
+    ids, mask = ids.expand(3, -1), mask.expand(3, -1)
+    with torch.no_grad():
+        out = enc(ids, mask, task_ids=torch.tensor([0, 1, 2]))
+        out_none = enc(ids, mask, task_ids=None)
+        mean_cond = enc.task_embedding.transform(enc.task_embedding.table.mean(0))
+        cond_none = enc.conditioning(None, 3)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+    assert (out[1] - out[2]).abs().max() > 1e-3
+    assert torch.allclose(cond_none, mean_cond.expand(3, -1), atol=1e-6)
+    assert not torch.allclose(out_none[0], out[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([0, 3, 1]), torch.tensor([-1, 0, 0])])
+def test_task_id_out_of_range_raises(bad):
+    enc = CaMtlEncoder(_bert(), num_tasks=3, settings=ca_mtl_config({}))
+    ids, mask = _inputs()
+    with pytest.raises(ValueError, match=r"out of range.*3 task\(s\), ids 0\.\.2"):
+        enc(ids, mask, task_ids=bad)
+    with pytest.raises(ValueError, match="integer tensor"):
+        enc(ids, mask, task_ids=torch.tensor([0.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize(("layers", "fraction", "frozen"), [(4, 0.5, 2), (4, 0.25, 1), (2, 0.0, 0), (4, 1.0, 4)])
+def test_frozen_fraction_is_what_config_says(layers, fraction, frozen):
+    bert = _bert(layers=layers)
+    enc = CaMtlEncoder(bert, num_tasks=2, settings=ca_mtl_config({"freeze_fraction": fraction}))
+    assert enc.num_frozen == frozen == frozen_layer_count(layers, fraction)
+    flags = [all(p.requires_grad for p in layer.parameters()) for layer in bert.encoder.layer]
+    assert flags == [False] * frozen + [True] * (layers - frozen)
+    assert not any(p.requires_grad for layer in bert.encoder.layer[:frozen] for p in layer.parameters())
+    assert all(p.requires_grad is (frozen == 0) for p in bert.embeddings.parameters())
+    new = [p for n, p in enc.named_parameters() if not n.startswith("bert.")]
+    assert new and all(p.requires_grad for p in new)
+    # conditional layer norms only where the layer trains; one adapter, on the top layer
+    assert [c.attention_norm is not None for c in enc.conditional] == [i >= frozen for i in range(layers)]
+    assert [c.adapter is not None for c in enc.conditional] == [False] * (layers - 1) + [True]
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.freeze_fractoin: unknown key; allowed: .*freeze_fraction"):
+        ca_mtl_config({"freeze_fractoin": 0.5})
+    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.freeze_fraction: .*less than or equal to 1"):
+        ca_mtl_config({"freeze_fraction": 1.5})
+    with pytest.raises(ConfigError, match=r"adapter_layers=3 exceeds the encoder's 2 layers"):
+        CaMtlEncoder(_bert(), num_tasks=2, settings=ca_mtl_config({"adapter_layers": 3}))
+
+
+# ------------------------------------------------------------------------------------------ sampler
+def test_normalized_entropy_hand_values():
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)], [50.0, 0.0]])
+    u = normalized_entropy(logits)
+    # p = (1/4, 3/4): H = -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.562335; / ln 2 = 0.811278
+    assert u.tolist() == pytest.approx([1.0, 0.811278, 0.0], abs=1e-5)
+    masked = normalized_entropy(torch.tensor([[1.0, 1.0, 1.0, 9.0]]), torch.tensor([[True, True, True, False]]))
+    assert masked.item() == pytest.approx(1.0)
+    assert torch.isnan(normalized_entropy(torch.tensor([[0.3]]))).all()  # regression: no distribution
+    with pytest.raises(ValueError, match=r"logits \(B, C\)"):
+        normalized_entropy(torch.zeros(3))
+
+
+def test_uncertainty_sampler_keeps_highest_scaled_entropy():
+    from cdco_core.samplers import get_sampler
+
+    sampler = get_sampler("uncertainty")
+    assert isinstance(sampler, UncertaintySampler) and sampler.batch_level
+    sampler.setup([10, 10])
+    tasks = np.array([0, 0, 0, 1, 1, 1])
+    u = np.array([0.9, 0.3, 0.0, 0.8, 0.7, 0.9])
+    # task means 0.4 and 0.8 -> scales 0.5 and 1: s = [0.45, 0.15, 0, 0.8, 0.7, 0.9]
+    assert sampler.scaled_scores(tasks, u) == pytest.approx([0.45, 0.15, 0.0, 0.8, 0.7, 0.9])
+    assert sampler.select(tasks, u, 3).tolist() == [5, 3, 4]  # row 0 (raw 0.9) loses to its task's low mean
+    assert sampler.select(tasks, u, 4).tolist() == [5, 3, 4, 0]
+    assert sampler.drawn == [6, 6] and sampler.kept == [1, 6]
+    assert sampler.kept_fraction == pytest.approx(7 / 12)
+    with pytest.raises(ValueError, match="must match candidates"):
+        sampler.select(tasks, u[:5], 3)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 6\]"):
+        sampler.select(tasks, u, 7)
+
+
+def test_uncertainty_sampler_regression_rows_and_used_fraction_resume():
+    sampler = UncertaintySampler()
+    sampler.setup([4, 6])
+    # task 1 is regression (NaN): its rows take the classification mean 0.4
+    scaled = sampler.scaled_scores([0, 0, 1, 1], np.array([0.6, 0.2, np.nan, np.nan]))
+    assert scaled == pytest.approx([0.6, 0.2, 0.4, 0.4])
+    sampler.record_ids(0, [0, 1, 1])
+    sampler.record_ids(1, [5])
+    assert sampler.used_fraction == pytest.approx(3 / 10)
+    with pytest.raises(ValueError, match=r"row ids of task 1 must lie in \[0, 6\)"):
+        sampler.record_ids(1, [6])
+    restored = UncertaintySampler()
+    restored.load_state_dict(sampler.state_dict())
+    assert restored.used_fraction == pytest.approx(3 / 10)
+    assert restored.report()["used_fraction"] == pytest.approx(0.3)
