@@ -75,6 +75,32 @@ class BootstrapResult:
         return asdict(self)
 
 
+def bootstrap_replicates(tasks: Sequence[PairedTask], samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task observed deltas (T,) and bootstrap replicates (B, T).
+
+    Replicate b draws every task's indices once, so any scope (a task, a kind, all tasks) is summarised
+    from the same resamples: the scope's delta* is the mean of its tasks' columns.
+    """
+    observed = np.array([t.delta() for t in tasks], dtype=np.float64)  # (T,)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((samples, len(tasks)), dtype=np.float64)  # (B, T)
+    for b in range(samples):
+        for j, t in enumerate(tasks):
+            reps[b, j] = t.delta(rng.integers(0, len(t.y_true), size=len(t.y_true)))
+    return observed, reps
+
+
+def summarize(observed: float, reps: np.ndarray, examples: int, alpha: float = 0.05) -> BootstrapResult:
+    """CI and two-sided p-value of one scope from its replicates (B,) (formulas in the module docstring)."""
+    if len(reps) == 0:
+        return BootstrapResult(float(observed), float("nan"), float("nan"), float("nan"), 0, examples)
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    # tolerance: replicates equal to the observed value up to float noise count as "as extreme"
+    extreme = np.abs(reps - observed) >= abs(observed) - 1e-12
+    p = (1 + int(extreme.sum())) / (len(reps) + 1)
+    return BootstrapResult(float(observed), float(lo), float(hi), float(p), len(reps), examples)
+
+
 def paired_bootstrap(tasks: Sequence[PairedTask], samples: int, seed: int = 0, alpha: float = 0.05) -> BootstrapResult:
     """Paired bootstrap of A - B over the examples of ``tasks`` (formula in the module docstring).
 
@@ -91,16 +117,6 @@ def paired_bootstrap(tasks: Sequence[PairedTask], samples: int, seed: int = 0, a
         raise ValueError("paired_bootstrap needs at least one task")
     if samples < 0 or not 0 < alpha < 1:
         raise ValueError(f"samples must be >= 0 and 0 < alpha < 1; got samples={samples}, alpha={alpha}")
-    observed = float(np.mean([t.delta() for t in tasks]))
+    observed, reps = bootstrap_replicates(tasks, samples, seed)
     n_examples = sum(len(t.y_true) for t in tasks)
-    if samples == 0:
-        return BootstrapResult(observed, float("nan"), float("nan"), float("nan"), 0, n_examples)
-    rng = np.random.default_rng(seed)
-    reps = np.empty(samples, dtype=np.float64)  # (B,)
-    for b in range(samples):
-        reps[b] = np.mean([t.delta(rng.integers(0, len(t.y_true), size=len(t.y_true))) for t in tasks])
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    # tolerance: replicates equal to the observed value up to float noise count as "as extreme"
-    extreme = np.abs(reps - observed) >= abs(observed) - 1e-12
-    p = (1 + int(extreme.sum())) / (samples + 1)
-    return BootstrapResult(observed, float(lo), float(hi), float(p), samples, n_examples)
+    return summarize(float(observed.mean()), reps.mean(axis=1), n_examples, alpha)

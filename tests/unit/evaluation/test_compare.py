@@ -1,0 +1,97 @@
+"""The comparison table, bootstrap table, markdown and plots, from hand-made evaluation results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cdco_core.errors import InputError
+from cdco_core.evaluation import compare as C
+from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
+
+MAIN = {"a": "accuracy", "b": "pearson"}
+KINDS = {"a": "ID", "b": "OOD"}
+
+
+def _result(method: str, seed: int, acc: float, r: float) -> dict:
+    return {"method": method, "seed": seed, "kinds": KINDS, "main_metric": MAIN,
+            "metrics": {"a": {"accuracy": acc, "macro_f1": acc - 0.1}, "b": {"pearson": r, "spearman": r}},
+            "averages": {"ID": acc, "OOD": r, "KI": None, "overall": (acc + r) / 2}}
+
+
+RESULTS = [_result("cdco", 0, 0.8, 0.5), _result("cdco", 1, 0.9, 0.7),
+           _result("lora_mtl", 0, 0.6, 0.5), _result("lora_mtl", 1, 0.7, 0.5)]
+
+
+def test_long_frame_has_every_metric_and_the_averages():
+    long = C.long_frame(RESULTS)
+    assert list(long.columns) == ["method", "seed", "task", "kind", "metric", "value"]
+    # per run: 2 + 2 task metrics, 3 non-empty averages (KI is None and left out)
+    assert len(long) == 4 * 7
+    avg = long[(long.task == "average") & (long.method == "cdco") & (long.seed == 1)]
+    assert dict(zip(avg.kind, avg.value, strict=True)) == pytest.approx({"ID": 0.9, "OOD": 0.7, "overall": 0.8})
+
+
+def test_summary_table_mean_and_sample_sd():
+    table, numbers = C.summary_table(C.long_frame(RESULTS), ["cdco", "lora_mtl"], MAIN, KINDS)
+    assert list(table.columns) == ["a (accuracy)", "b (pearson)", "ID", "OOD", "overall"]
+    # cdco accuracy 0.8, 0.9: mean 0.85, sample sd sqrt(0.005) = 0.0707
+    assert table.loc["cdco", "a (accuracy)"] == "0.850 ± 0.071"
+    assert table.loc["lora_mtl", "b (pearson)"] == "0.500 ± 0.000"
+    assert numbers["cdco"]["overall"]["mean"] == pytest.approx((0.65 + 0.8) / 2)
+    assert numbers["cdco"]["overall"]["n"] == 2
+    assert not table.isin(["–"]).any().any()
+
+
+def _preds(rng, n=40):
+    y = rng.integers(0, 2, n)
+    yr = rng.normal(size=n)
+    out = {}
+    for method, noise in (("cdco", 0.1), ("lora_mtl", 0.4)):
+        for seed in (0, 1):
+            flip = rng.random(n) < noise
+            out[(method, seed)] = pd.DataFrame({
+                "task": ["a"] * n + ["b"] * n,
+                "example_id": [f"a:{i}" for i in range(n)] + [f"b:{i}" for i in range(n)],
+                "label": np.r_[y, yr], "pred": np.r_[np.where(flip, 1 - y, y), yr + noise * 3 * rng.normal(size=n)],
+            }).sample(frac=1.0, random_state=seed)  # row order must not matter: rows are aligned on example_id
+    return out
+
+
+def test_bootstrap_table_scopes_and_identical_methods():
+    preds = _preds(np.random.default_rng(0))
+    boot = C.bootstrap_table(preds, "cdco", ["lora_mtl"], [0, 1], MAIN, KINDS, samples=200, seed=0)
+    assert list(boot.scope) == ["a", "b", "ID", "OOD", "overall"]
+    row = boot.set_index("scope").loc["overall"]
+    per_task = boot.set_index("scope").loc[["a", "b"], "delta"].mean()
+    assert row.delta == pytest.approx(per_task) and row.delta > 0
+    assert row.ci_low <= row.delta <= row.ci_high
+    # a method against an exact copy of itself: 0 difference, p = 1
+    preds[("twin", 0)], preds[("twin", 1)] = preds[("cdco", 0)].copy(), preds[("cdco", 1)].copy()
+    same = C.bootstrap_table(preds, "cdco", ["twin"], [0, 1], MAIN, KINDS, samples=50, seed=0)
+    assert (same.delta == 0).all() and (same.p_value == 1.0).all()
+
+
+def test_markdown_and_plots_are_written(tmp_path, smoke_cfg):
+    long = C.long_frame(RESULTS)
+    table, numbers = C.summary_table(long, ["cdco", "lora_mtl"], MAIN, KINDS)
+    boot = C.bootstrap_table(_preds(np.random.default_rng(1)), "cdco", ["lora_mtl"], [0, 1], MAIN, KINDS, 20, 0)
+    plots = C._write_plots(tmp_path, smoke_cfg, numbers, ["cdco", "lora_mtl"], MAIN, KINDS,
+                           plot_kind_bars, plot_task_deltas)
+    assert [p.split("/")[-1] for p in plots] == ["kinds.png", "deltas.png"]
+    for p in plots:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    md = C.write_markdown(tmp_path / "comparison.md", smoke_cfg, table, boot, [0, 1],
+                          {"a": "trained_head", "b": "fresh_head"}, "cdco", plots, 1.0).read_text()
+    assert "| cdco | 0.850 ± 0.071 |" in md
+    assert "| lora_mtl | overall | main |" in md
+    assert "![deltas](deltas.png)" in md
+
+
+def test_seed_input_is_checked(smoke_cfg):
+    assert C.resolve_seeds(smoke_cfg, None) == smoke_cfg.eval.seeds
+    with pytest.raises(InputError, match=r"seeds must be distinct non-negative integers.*\[0, 0\]"):
+        C.resolve_seeds(smoke_cfg, [0, 0])
+    with pytest.raises(InputError, match="got \\[\\]"):
+        C.resolve_seeds(smoke_cfg, [])

@@ -1,0 +1,89 @@
+"""Input checks before training; evaluate_model on the smoke tasks with a real (untrained) multi-task model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cdco_core.config import TaskSpec
+from cdco_core.errors import ConfigError, InputError
+from cdco_core.evaluation import pipeline as P
+from cdco_core.evaluation.features import pair_texts
+
+
+@pytest.fixture
+def smoke_tasks(smoke_cfg):
+    from cdco_core.data import load_tasks
+
+    return load_tasks(smoke_cfg.data)
+
+
+def test_unknown_task_lists_the_configured(smoke_tasks):
+    assert [t.name for t in P.select_tasks(smoke_tasks, ["imdb", "sms_spam"])] == ["imdb", "sms_spam"]
+    with pytest.raises(InputError, match=r"unknown task\(s\) \['sst9'\]; configured tasks: country_capital, "):
+        P.select_tasks(smoke_tasks, ["sst9"])
+
+
+def test_missing_split_is_named(smoke_tasks):
+    imdb = next(t for t in smoke_tasks if t.name == "imdb")
+    no_train = dataclasses.replace(imdb, splits={"validation": imdb.splits["validation"]})
+    with pytest.raises(InputError, match=r"task 'imdb': split 'train' is missing or empty; found splits: "
+                                         r"\['validation'\]"):
+        P.check_tasks([no_train])
+    odd = dataclasses.replace(imdb, spec=imdb.spec.model_copy(update={"eval_split": "test"}))
+    with pytest.raises(InputError, match="split 'test' is missing"):
+        P.check_tasks([odd])
+
+
+def test_metric_that_does_not_fit_the_type(smoke_tasks):
+    t = smoke_tasks[0]
+    bad = TaskSpec.model_construct(**{**t.spec.__dict__, "metric": "spearman"})
+    with pytest.raises(InputError, match="metric 'spearman' does not fit type 'classification'"):
+        P.check_tasks([dataclasses.replace(t, spec=bad)])
+
+
+def test_method_overrides_are_applied_and_validated(smoke_cfg):
+    class M:
+        name = "x"
+        config_overrides = ["negatives.mode=random"]
+
+    assert P.method_config(smoke_cfg, M()).negatives.mode == "random"
+    assert smoke_cfg.negatives.mode == "manifold"  # the caller's config is untouched
+    M.config_overrides = ["negatives.mode=sideways"]
+    with pytest.raises(ConfigError, match=r"(?s)method 'x' config_overrides.*negatives\.mode: .*sideways"):
+        P.method_config(smoke_cfg, M())
+
+
+def test_kind_averages():
+    got = P.kind_averages({"a": 0.5, "b": 1.0, "c": 0.0}, {"a": "ID", "b": "ID", "c": "KI"})
+    assert got == {"ID": 0.75, "OOD": None, "KI": 0.0, "overall": pytest.approx(0.5)}
+
+
+def test_pair_texts_flattens_options(smoke_tasks):
+    mc = next(t for t in smoke_tasks if t.spec.type == "multiple_choice").splits["validation"].head(2)
+    a, b, mask = pair_texts(mc)
+    assert mask.shape == (2, 4) and mask.all() and len(a) == len(b) == 8
+    assert a[0] == a[3] == mc.text_a.iloc[0] and b[:4] == list(mc.choices.iloc[0])
+
+
+def test_evaluate_model_scores_every_task_and_is_deterministic(smoke_cfg, smoke_tasks):
+    from cdco_core.models.multitask import build_multitask_model
+
+    model, tok = build_multitask_model(smoke_cfg, [t for t in smoke_tasks if t.spec.kind == "ID"])
+    res = P.evaluate_model(model, tok, smoke_tasks, smoke_cfg, seed=0, model_digest="untrained")
+    assert res["protocol"] == {"rotten_tomatoes": "trained_head", "sms_spam": "trained_head",
+                               "imdb": "fresh_head", "country_region": "fresh_head", "country_capital": "fresh_head"}
+    assert list(res["metrics"]["sms_spam"]) == ["macro_f1", "accuracy", "mcc"]
+    assert list(res["metrics"]["country_capital"]) == ["accuracy"]
+    preds = res["predictions"]
+    assert len(preds) == sum(len(t.splits[t.eval_split]) for t in smoke_tasks)
+    mc = preds[preds.task == "country_capital"]
+    assert mc.pred.between(0, 3).all()
+    ki = [res["metrics"][t][res["main_metric"][t]] for t in ("country_region", "country_capital")]
+    assert res["averages"]["KI"] == pytest.approx(np.mean(ki))
+    # the second run reads the feature cache and retrains the heads with the same seed: same numbers
+    again = P.evaluate_model(model, tok, smoke_tasks, smoke_cfg, seed=0, model_digest="untrained")
+    assert again["metrics"] == res["metrics"]
+    np.testing.assert_array_equal(again["predictions"].pred, preds.pred)
