@@ -75,6 +75,27 @@ class UncertaintySampler(BatchLevelSampler):
         self.kept = [0] * len(self._sizes)
         self._used = [np.zeros(n, dtype=bool) for n in self._sizes]
 
+    @torch.no_grad()
+    def score(self, model: Any, batch: Any) -> np.ndarray:
+        """u_i (B,) for a candidate batch: normalised entropy of each row's prediction under ``model``.
+
+        Runs without gradients and in eval mode (no dropout noise in the uncertainty), restoring the mode.
+        Regression rows get NaN (filled in :meth:`scaled_scores`).
+        """
+        was_training = model.training
+        model.eval()
+        try:
+            pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
+            u = np.full(len(batch), np.nan)
+            for task, (rows, logits) in model.batch_logits(batch, pooled).items():
+                if model.head_specs[task].type == "regression":
+                    continue
+                mask = batch.choice_mask[rows] if batch.choice_mask is not None else None
+                u[rows.cpu().numpy()] = normalized_entropy(logits, mask).cpu().numpy()
+        finally:
+            model.train(was_training)
+        return u
+
     def scaled_scores(self, candidates: Sequence[int] | np.ndarray, scores: np.ndarray) -> np.ndarray:
         """s_i = u_i · ū_{t(i)} / max_t ū_t (N,), with regression rows (NaN) filled by the classification mean."""
         tasks = np.asarray(candidates, dtype=np.int64)

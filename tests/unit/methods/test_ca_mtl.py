@@ -226,3 +226,91 @@ def test_uncertainty_sampler_regression_rows_and_used_fraction_resume():
     restored.load_state_dict(sampler.state_dict())
     assert restored.used_fraction == pytest.approx(3 / 10)
     assert restored.report()["used_fraction"] == pytest.approx(0.3)
+
+
+# ------------------------------------------------------------------------------ as a method / model
+def _tasks():
+    from types import SimpleNamespace
+
+    def task(name, kind, n):
+        return SimpleNamespace(name=name, spec=SimpleNamespace(type=kind), num_labels=n)
+
+    return [task("sent", "classification", 2), task("choice", "multiple_choice", 0), task("score", "regression", 0)]
+
+
+@pytest.fixture
+def ca_model(smoke_cfg):
+    from cdco_core.methods import get_method
+
+    method = get_method("ca_mtl")
+    assert method.sampler == "uncertainty"
+    model, tok = method.build_model(smoke_cfg, _tasks())
+    return model, tok
+
+
+def _batch(tok, task: str, texts: list[str], task_id: int, choices: list[list[str]] | None = None):
+    from cdco_core.training.batches import Example, collate
+
+    kind = {"sent": "classification", "choice": "multiple_choice", "score": "regression"}[task]
+    examples = [
+        Example(
+            task,
+            task_id,
+            kind,
+            f"{task}-{i}",
+            text,
+            choices=choices[i] if choices else None,
+            label=0.5 if kind == "regression" else 0,
+        )
+        for i, text in enumerate(texts)
+    ]
+    return collate(examples, tok, max_length=24)
+
+
+def test_model_trains_and_saves_what_ca_mtl_trains(ca_model, smoke_cfg):
+    from cdco_core.methods import get_method
+
+    model, tok = ca_model
+    trainable = set(model.set_trainable(["all"], train_heads=True))
+    # smoke: 2 layers, freeze_fraction 0.5 -> layer 0's own weights and the embeddings frozen
+    assert not any(n.startswith(("encoder.bert.embeddings.", "encoder.bert.encoder.layer.0.")) for n in trainable)
+    assert "encoder.bert.encoder.layer.1.output.dense.weight" in trainable
+    assert {"encoder.task_embedding.table", "encoder.conditional.0.attention_bias.blocks"} <= trainable
+    lower = model.group_parameter_names("lower")
+    assert lower and all(".0." in n for n in lower)  # layer 0: only its conditional modules
+    _perturb(model.encoder)
+    batch = _batch(tok, "sent", ["a fine film", "dull and slow"], 0)
+    model.eval()
+    with torch.no_grad():
+        logits = model(batch)["sent"][1]
+        with model.adapters_disabled():
+            bare = model(batch)["sent"][1]
+    assert not torch.allclose(logits, bare, atol=1e-4)
+    state = model.trainable_state_dict()
+    assert not any(k.startswith("encoder.bert.encoder.layer.0.") for k in state)
+    fresh, _ = get_method("ca_mtl").build_model(smoke_cfg, _tasks())
+    fresh.load_trainable_state_dict(state)
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh(batch)["sent"][1], logits, atol=1e-5)
+
+
+def test_multiple_choice_rows_and_uncertainty_scores(ca_model):
+    from cdco_core.samplers import get_sampler
+
+    model, tok = ca_model
+    mc = _batch(
+        tok,
+        "choice",
+        ["capital of france?", "capital of peru?"],
+        1,
+        choices=[["paris", "lima", "rome"], ["lima", "oslo", "bern"]],
+    )
+    pooled = model.encode(mc.input_ids, mc.attention_mask, mc.token_type_ids, mc.task_ids)
+    assert pooled.shape == (6, 32)
+    sampler = get_sampler("uncertainty")
+    u = sampler.score(model, mc)
+    assert u.shape == (2,) and np.all((u >= 0) & (u <= 1 + 1e-6))
+    reg = _batch(tok, "score", ["one", "two"], 2)
+    model.train()
+    assert np.isnan(sampler.score(model, reg)).all() and model.training  # mode restored

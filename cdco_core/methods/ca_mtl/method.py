@@ -1,0 +1,65 @@
+"""CA-MTL as a :class:`~cdco_core.methods.base.Method` on the shared trainer.
+
+- model: :class:`~cdco_core.methods.ca_mtl.model.CaMtlModel` (no LoRA/bottleneck adapters of our own kind:
+  CA-MTL's conditional modules are its adapters; the lower ``freeze_fraction`` of the encoder is frozen).
+- schedule: the base one (a single task-loss stage on ``all`` with the profile's total step budget), so CA-MTL
+  takes as many steps as every baseline.
+- sampler: ``uncertainty`` (:mod:`cdco_core.methods.ca_mtl.sampler`), the paper's multi-task uncertainty sampling.
+- loss: the task loss of the kept rows, with each row's task embedding conditioning the encoder.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cdco_core.methods.base import Method
+
+if TYPE_CHECKING:
+    from cdco_core.config import Config
+    from cdco_core.data import TaskData
+    from cdco_core.methods.ca_mtl.model import CaMtlModel
+
+
+class CaMtlMethod(Method):
+    """Conditionally adaptive multi-task learning (Pilault et al., 2021)."""
+
+    name = "ca_mtl"
+    description = "CA-MTL: task-conditioned attention/layer norm/alignment/adapter, half-frozen encoder"
+    sampler = "uncertainty"
+    adapter_type = "none"
+
+    def build_model(self, cfg: Config, tasks: list[TaskData]) -> tuple[CaMtlModel, Any]:
+        """(CaMtlModel with everything frozen until the trainer's ``set_trainable``, tokenizer).
+
+        Raises:
+            ConfigError: a bad ``methods.ca_mtl`` key, or a non-BERT encoder.
+        """
+        from cdco_core.methods.ca_mtl.config import ca_mtl_config
+        from cdco_core.methods.ca_mtl.model import CaMtlEncoder, CaMtlModel
+        from cdco_core.models.adapters import resolve_groups
+        from cdco_core.models.encoder import load_encoder
+        from cdco_core.models.heads import HeadSpec
+
+        settings = ca_mtl_config(cfg.methods.ca_mtl)
+        bert, tokenizer, _ = load_encoder(cfg.model)
+        encoder = CaMtlEncoder(bert, len(tasks), settings)
+        groups = resolve_groups(cfg.adapters, bert.config.num_hidden_layers)
+        specs = [HeadSpec(t.name, t.spec.type, t.num_labels) for t in tasks]
+        model = CaMtlModel(
+            encoder,
+            specs,
+            bert.config.hidden_size,
+            groups,
+            proj_dim=cfg.train.proj_dim,
+            curvature=cfg.train.curvature,
+            learn_curvature=cfg.train.learn_curvature,
+        )
+        model.set_trainable([], train_heads=False)
+        return model, tokenizer
+
+
+def build_method(**kwargs: Any) -> CaMtlMethod:
+    """Registry factory (``cdco_core.methods.METHODS["ca_mtl"]``); CA-MTL takes no variants."""
+    if kwargs:
+        raise TypeError(f"ca_mtl takes no variant arguments, got {sorted(kwargs)}")
+    return CaMtlMethod()
