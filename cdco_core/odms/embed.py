@@ -1,0 +1,144 @@
+"""Sentence embeddings from the frozen base encoder: mean pooling, token-budget batches grouped by length.
+
+Why token-budget batching and not a fixed batch size: cost on CPU is roughly linear in the padded tokens of a
+batch, ``B * T_max``. Sorting by length keeps ``T_max`` close to every row's length; a token budget then lets
+short sentences travel in large batches and long ones in small batches, so every forward pass does about the
+same amount of work and fewer passes are needed. Rows are tokenised once, up front, with the fast tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cdco_core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average the token states over the real (unmasked) tokens.
+
+    ``pooled_b = sum_t m_bt * h_bt / max(sum_t m_bt, eps)``
+
+    Args:
+        last_hidden: (B, T, H) token states.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+
+    Returns:
+        (B, H) pooled states (not normalised).
+    """
+    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)  # (B, T, 1)
+    summed = (last_hidden * mask).sum(dim=1)  # (B, H)
+    counts = mask.sum(dim=1).clamp(min=1e-9)  # (B, 1): an all-padding row gives 0, not NaN
+    return summed / counts
+
+
+def tokenize_rows(tokenizer: Any, texts_a: Sequence[str], texts_b: Sequence[str] | None,
+                  max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Tokenise once, unpadded. Rows with a non-empty ``texts_b`` are encoded as pairs, the rest as singles.
+
+    Returns:
+        (input_ids per row, token_type_ids per row or None when the tokenizer has none).
+    """
+    n = len(texts_a)
+    ids: list[list[int] | None] = [None] * n
+    types: list[list[int] | None] = [None] * n
+    is_pair = np.zeros(n, dtype=bool) if texts_b is None else np.array([bool(b) for b in texts_b])
+    for pair in (False, True):
+        rows = np.flatnonzero(is_pair == pair)
+        if len(rows) == 0:
+            continue
+        a = [texts_a[i] for i in rows]
+        b = [texts_b[i] for i in rows] if pair else None  # type: ignore[index]
+        enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=False)
+        tt = enc.get("token_type_ids")
+        for j, i in enumerate(rows):
+            ids[i] = enc["input_ids"][j]
+            types[i] = tt[j] if tt is not None else None
+    has_types = all(t is not None for t in types)
+    return ids, (types if has_types else None)  # type: ignore[return-value]
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
+    """Group row indices into batches of similar length under a padded-token budget.
+
+    Rows are sorted by length (longest first, so the largest buffers are allocated once, at the start);
+    a batch grows while ``len(batch) * max_len(batch) <= batch_tokens`` and ``len(batch) <= max_batch_size``.
+    A single row longer than the budget still forms a batch of one.
+
+    Returns:
+        A list of index arrays into ``lengths``; each index appears exactly once.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        t_max = int(lengths[order[start]])  # longest first: the first row fixes the padded length
+        size = max(1, min(max_batch_size, batch_tokens // max(t_max, 1), n - start))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    t = max(len(r) for r in rows)
+    ids = np.full((len(rows), t), pad_id, dtype=np.int64)  # (B, T)
+    mask = np.zeros((len(rows), t), dtype=np.int64)  # (B, T)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
+                max_length: int = 128, batch_tokens: int = 8192, max_batch_size: int = 128,
+                progress: bool = False, desc: str = "embed") -> np.ndarray:
+    """Embed texts (or text pairs) with the frozen encoder: mean pooling, L2-normalised, float32.
+
+    Args:
+        model: a Hugging Face encoder returning ``last_hidden_state``; used in eval mode without gradients.
+        tokenizer: its tokenizer; pairs are encoded as ``tokenizer(text_a, text_b)``.
+        texts_a: N first texts.
+        texts_b: N second texts, or None; an empty string means "no pair" for that row.
+        max_length: truncation length in tokens.
+        batch_tokens: padded-token budget per forward pass.
+        max_batch_size: upper bound on rows per pass.
+        progress: show a tqdm bar (rows).
+        desc: the bar's label.
+
+    Returns:
+        (N, H) float32 array, each row of unit L2 norm, in input order.
+
+    Raises:
+        InputError: ``texts_b`` is given with a different length than ``texts_a``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if texts_b is not None and len(texts_b) != len(texts_a):
+        raise InputError(f"texts_b has {len(texts_b)} rows but texts_a has {len(texts_a)}; give one per row")
+    n = len(texts_a)
+    hidden = int(model.config.hidden_size)
+    out = np.zeros((n, hidden), dtype=np.float32)
+    if n == 0:
+        return out
+    ids, types = tokenize_rows(tokenizer, texts_a, texts_b, max_length)
+    lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=n)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode(), tqdm(total=n, desc=desc, unit="row", disable=not progress) as bar:
+        for idx in length_batches(lengths, batch_tokens, max_batch_size):
+            input_ids, mask = _pad([ids[i] for i in idx], pad_id)
+            inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+            if types is not None:
+                inputs["token_type_ids"] = torch.from_numpy(_pad([types[i] for i in idx], 0)[0])
+            hidden_states = model(**inputs).last_hidden_state  # (B, T, H)
+            pooled = mean_pool(hidden_states, inputs["attention_mask"])  # (B, H)
+            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=-1)
+            out[idx] = pooled.numpy()
+            bar.update(len(idx))
+    return out

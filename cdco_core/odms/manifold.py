@@ -1,0 +1,147 @@
+"""The ODMS manifold: UMAP (cosine metric) fitted on a seeded sample of the ID+OOD union; every point mapped.
+
+The fitted reducer is persisted with joblib (pickle underneath) so new points can be mapped later. Pickle can
+run code, so :func:`load_reducer` refuses a file whose sha256 differs from the one this code recorded when it
+wrote it (the digest lives in the step's ``meta.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdco_core.config import cdco_home
+from cdco_core.errors import InputError
+from cdco_core.io import atomic_path, sha256_file
+
+
+def use_numba_cache(home: Path | None = None) -> Path:
+    """Point numba's on-disk compilation cache at ``CDCO_HOME/cache/numba`` (unless the user set one).
+
+    Must run before numba is first imported (umap and pynndescent import it): numba reads
+    ``NUMBA_CACHE_DIR`` once. Functions compiled with ``cache=True`` (most of pynndescent, part of umap)
+    are then loaded from disk instead of recompiled in a new process.
+    """
+    path = Path(os.environ.get("NUMBA_CACHE_DIR") or (home or cdco_home()) / "cache" / "numba")
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(path))
+    return path
+
+
+UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.utils", "umap.sparse", "umap.spectral")
+
+
+def import_umap() -> Any:
+    """Import umap with numba's disk cache on for all of its jitted functions; returns the module.
+
+    pynndescent compiles with ``cache=True`` already, but most of umap's own kernels (the layout optimiser,
+    the fuzzy simplicial set) do not, so every new process recompiled them (~10 s here). A numba dispatcher can
+    switch its disk cache on before its first compilation (``Dispatcher.enable_caching``); doing that for
+    umap's modules makes a warm process fit a small manifold in well under a second (``cdco bench manifold``).
+    """
+    use_numba_cache()
+    import importlib
+
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name in UMAP_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # optional submodules differ between umap versions
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache):
+                obj.enable_caching()
+    return umap
+
+
+def sample_indices(n: int, sample_size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded uniform sample of ``min(n, sample_size)`` rows without replacement."""
+    if sample_size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=sample_size, replace=False))
+
+
+def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_dist: float,
+                 sample_size: int, seed: int) -> tuple[np.ndarray, Any, np.ndarray, dict[str, float]]:
+    """Fit UMAP (cosine) on a seeded sample and map every row.
+
+    Sampled rows take their fitted coordinates (``embedding_``); the others go through ``transform``.
+    ``random_state`` and ``transform_seed`` are both the seed, so the same inputs give the same coordinates
+    (UMAP then runs single-threaded, which is what makes it reproducible).
+
+    Args:
+        vectors: (N, H) float32 L2-normalised embeddings.
+        n_components: manifold dimension d.
+        n_neighbors: UMAP's k; clipped to ``sample - 1`` for tiny corpora.
+        min_dist: UMAP's minimum distance between embedded points.
+        sample_size: rows UMAP is fitted on.
+        seed: sampling and UMAP seed.
+
+    Returns:
+        (coords (N, d) float32, fitted reducer, sample indices, timings {"fit_s", "transform_s"}).
+
+    Raises:
+        InputError: fewer rows than UMAP can fit in ``n_components`` dimensions.
+    """
+    umap = import_umap()
+    n = len(vectors)
+    idx = sample_indices(n, sample_size, seed)
+    if len(idx) < max(n_components + 2, 4):
+        raise InputError(
+            f"manifold: {len(idx)} embedded rows is too few to fit UMAP with manifold.n_components={n_components}; "
+            "raise data.max_rows or lower manifold.n_components"
+        )
+    reducer = umap.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, len(idx) - 1),
+                        min_dist=min_dist, metric="cosine", random_state=seed, transform_seed=seed, n_jobs=1)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")  # n_jobs=1 is the point of seeding
+        warnings.filterwarnings("ignore", message=".*spectral initialisation.*")
+        reducer.fit(vectors[idx])
+        fit_s = time.perf_counter() - t0
+        coords = np.empty((n, n_components), dtype=np.float32)
+        coords[idx] = reducer.embedding_
+        rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
+        t1 = time.perf_counter()
+        if len(rest):
+            coords[rest] = reducer.transform(vectors[rest])
+    return coords, reducer, idx, {"fit_s": fit_s, "transform_s": time.perf_counter() - t1}
+
+
+def save_reducer(reducer: Any, path: Path) -> str:
+    """Persist the fitted reducer atomically; returns its sha256 (record it: :func:`load_reducer` needs it)."""
+    import joblib
+
+    with atomic_path(path) as tmp:
+        joblib.dump(reducer, tmp)
+    return sha256_file(path)
+
+
+def load_reducer(path: Path, expected_sha256: str) -> Any:
+    """Load a reducer written by :func:`save_reducer`, only if its sha256 is the one recorded at write time.
+
+    Raises:
+        InputError: the file is missing or its digest differs (it was edited or replaced; never unpickled).
+    """
+    import joblib
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"manifold reducer {path} not found; re-run `cdco step manifold`")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise InputError(
+            f"manifold reducer {path} has sha256 {actual[:12]}..., expected {expected_sha256[:12]}...; "
+            "refusing to unpickle a file this code did not write. Delete it and re-run `cdco step manifold`"
+        )
+    import_umap()
+    return joblib.load(path)
