@@ -110,6 +110,11 @@ class Method:
             return None
         return max(tasks, key=lambda t: (len(t.splits["train"]), t.name)).name
 
+    def param_groups(self, model: MultiTaskModel, params: list[torch.nn.Parameter],
+                     stage: StageConfig) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for a stage's trainable ``params``. Default: one group at ``stage.lr``."""
+        return [{"params": params, "lr": stage.lr}]
+
     # --------------------------------------------------------------------------------------------- loss
     def loss_terms(self, model: MultiTaskModel, batch: Batch, stage: StageConfig,
                    ctx: StepContext) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 KEY_STRIDE = 1_000_003  # > any label count, so (task, label) -> key is one-to-one
@@ -217,3 +218,139 @@ def collate(examples: Sequence[Example], tokenizer: Any, max_length: int) -> Bat
         task_types=[e.task_type for e in examples],
         choice_mask=choice_mask,
     )
+
+
+# ------------------------------------------------------------------------------------ batch sources
+def task_examples(task: Any, task_index: int, split: str = "train") -> list[Example]:
+    """The rows of ``task.splits[split]`` (a canonical frame) as :class:`Example` objects."""
+    df = task.splits[split]
+    has_choices = "choices" in df.columns
+    out = []
+    for row in df.itertuples(index=False):
+        out.append(Example(
+            task=task.name, task_index=task_index, task_type=task.spec.type, example_id=str(row.example_id),
+            text_a=str(row.text_a), text_b=str(row.text_b or ""),
+            choices=[str(c) for c in row.choices] if has_choices and row.choices is not None else None,
+            label=float(row.label) if task.spec.type == "regression" else int(row.label),
+        ))
+    return out
+
+
+class TaskStream:
+    """Epochs without replacement over one task's rows, in a seeded order per epoch.
+
+    The order of epoch ``e`` is ``default_rng([seed, task_index, e]).permutation(n)``, so the whole state is
+    (epoch, position): two integers, exact to checkpoint.
+    """
+
+    def __init__(self, n_rows: int, seed: int, task_index: int) -> None:
+        if n_rows < 1:
+            raise ValueError(f"task {task_index} has no training rows")
+        self.n, self.seed, self.task_index = n_rows, seed, task_index
+        self.epoch, self.pos = 0, 0
+        self._perm = self._order(0)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.task_index, epoch]).permutation(self.n)
+
+    def take(self, k: int) -> list[int]:
+        """The next ``k`` row indices (crossing into the next epoch when this one ends)."""
+        out: list[int] = []
+        while len(out) < k:
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._order(self.epoch)
+            step = min(k - len(out), self.n - self.pos)
+            out += self._perm[self.pos:self.pos + step].tolist()
+            self.pos += step
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._order(self.epoch)
+
+
+class BatchSource:
+    """Draws training batches: a task sampler picks the task, that task's stream gives the rows.
+
+    With a batch-level sampler (``sampler.batch_level``) one candidate batch is drawn from every task, every
+    candidate row is scored without gradients (``sampler.score_rows(model, batch)`` when the sampler defines
+    it, else :func:`normalised_entropy`), and ``sampler.select(task_of_row, scores, batch_size)`` picks the rows.
+
+    State (``state_dict``): the numpy generator, the sampler and every stream; all JSON-able.
+    """
+
+    def __init__(self, examples: list[list[Example]], sampler: Any, batch_size: int, tokenizer: Any,
+                 max_length: int, seed: int) -> None:
+        self.examples = examples
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.rng = np.random.default_rng([seed, 7919])  # 7919: keeps this stream apart from others seeded by seed
+        self.streams = [TaskStream(len(ex), seed, i) for i, ex in enumerate(examples)]
+        sampler.setup([len(ex) for ex in examples])
+        if getattr(sampler, "batch_level", False):
+            mc = {ex[0].task_type == "multiple_choice" for ex in examples}
+            if len(mc) > 1:
+                from cdco_core.errors import ConfigError
+
+                raise ConfigError(f"train.sampler {sampler.name!r} selects rows across tasks, which cannot mix "
+                                  "multiple-choice and other training tasks in one batch")
+
+    def _rows(self, task: int, rows: list[int]) -> list[Example]:
+        return [self.examples[task][i] for i in rows]
+
+    def next_examples(self) -> list[Example]:
+        """Rows of the next batch for a task-level sampler."""
+        task = self.sampler.next_task(self.rng)
+        return self._rows(task, self.streams[task].take(self.batch_size))
+
+    def next_batch(self, model: Any = None) -> Batch:
+        """The next training batch (a batch-level sampler needs ``model`` to score candidates)."""
+        if not getattr(self.sampler, "batch_level", False):
+            return collate(self.next_examples(), self.tokenizer, self.max_length)
+        cands = [self._rows(t, s.take(self.batch_size)) for t, s in enumerate(self.streams)]
+        batch = collate([e for c in cands for e in c], self.tokenizer, self.max_length)
+        scorer = getattr(self.sampler, "score_rows", None)
+        with torch.no_grad():
+            scores = scorer(model, batch) if scorer is not None else normalised_entropy(model, batch)
+        keep = self.sampler.select(batch.task_ids.numpy(), np.asarray(scores), self.batch_size)
+        return batch.select(torch.as_tensor(np.sort(keep)))
+
+    def plan(self, n_batches: int) -> list[list[str]] | None:
+        """Example ids of the next ``n_batches`` batches without consuming them; None for batch-level samplers
+        (their choice depends on the model)."""
+        if getattr(self.sampler, "batch_level", False):
+            return None
+        saved = self.state_dict()
+        try:
+            return [[e.example_id for e in self.next_examples()] for _ in range(n_batches)]
+        finally:
+            self.load_state_dict(saved)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "sampler": self.sampler.state_dict(),
+                "streams": [s.state_dict() for s in self.streams]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.sampler.load_state_dict(state["sampler"])
+        for s, st in zip(self.streams, state["streams"], strict=True):
+            s.load_state_dict(st)
+
+
+def normalised_entropy(model: Any, batch: Batch) -> np.ndarray:
+    """Per row ``H(p) / log C`` of the task head's predictive distribution (0 for regression rows)."""
+    pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
+    scores = np.zeros(len(batch))
+    for rows, logits in model.batch_logits(batch, pooled).values():
+        if logits.shape[1] < 2:
+            continue
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (R, C)
+        ent = -(logp.exp() * logp).sum(-1) / np.log(logits.shape[1])  # (R,)
+        scores[rows.cpu().numpy()] = ent.cpu().numpy()
+    return scores

@@ -1,0 +1,183 @@
+"""One training stage: the loop every method shares.
+
+Per step::
+
+    batch        = source.next_batch(model)                       # sampler picks the task (or the rows)
+    batch.negs   = bank.lookup(batch rows)                        # (B, K, H) if the stage has contrastive terms
+    terms        = method.loss_terms(model, batch, stage, ctx)    # {"task": ..., "euclidean": ..., ...}
+    L            = Σ_k stage.losses[k] · terms[k]
+    AdamW step on the stage's parameters only (its adapter groups, + heads and projections if train_heads),
+    gradient norm clipped to train.grad_clip, lr = stage.lr · warm-up/decay factor
+
+The bank is re-encoded at steps 0, R, 2R, ... of the stage (R = train.negative_refresh_every). A checkpoint is
+written every ``train.checkpoint_every`` steps; a stage started again resumes from its latest checkpoint and,
+on CPU with the same seed, ends bit-identical to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cdco_core.errors import ConfigError
+from cdco_core.methods.base import LOSS_KEYS, StepContext
+from cdco_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+CONTRASTIVE = ("euclidean", "poincare")
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+class WarmupLinear:
+    """lr factor: ``(s+1)/w`` for the first w steps, then linear decay ``(S - s)/(S - w)`` to the last step.
+
+    A class (not a lambda) so that ``LambdaLR.state_dict`` can save it.
+    """
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+
+    def __call__(self, s: int) -> float:
+        if s < self.warmup:
+            return (s + 1) / self.warmup
+        return max(0.0, (self.steps - s) / max(1, self.steps - self.warmup))
+
+
+def uses_contrastive(stage: Any) -> bool:
+    return any(stage.losses.get(k, 0.0) > 0 for k in CONTRASTIVE)
+
+
+def weighted_loss(terms: dict[str, torch.Tensor], stage: Any) -> torch.Tensor:
+    """``Σ_k w_k term_k`` over the stage's positive weights.
+
+    Raises:
+        ConfigError: a weighted term the method did not compute.
+    """
+    missing = [k for k, w in stage.losses.items() if w > 0 and k not in terms]
+    if missing:
+        raise ConfigError(f"stage {stage.name!r} weights loss(es) {missing} that this method does not compute; "
+                          f"it computes: {sorted(terms)}")
+    unknown = sorted(set(terms) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f"loss_terms returned unknown keys {unknown}; allowed: {LOSS_KEYS}")
+    return sum(w * terms[k] for k, w in stage.losses.items() if w > 0)
+
+
+@dataclass
+class StageInputs:
+    """What :func:`run_stage` needs besides the model."""
+
+    cfg: Any
+    method: Any
+    stage: Any
+    stage_index: int
+    global_offset: int  # steps of the earlier stages
+    task_types: dict[str, str]
+    work_dir: Path  # checkpoints of this stage
+
+
+def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
+              on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Train ``model`` for one stage, resuming from the latest checkpoint in ``inp.work_dir``.
+
+    Returns:
+        {"history": [{"step", "loss", <term>: value, "lr", "coverage"?}], "trainable_parameters", "resumed_from",
+         "seconds"}
+
+    Raises:
+        ConfigError: the stage's groups select no parameter, or it weights a term the method lacks.
+        FloatingPointError: the loss became NaN or infinite.
+    """
+    cfg, stage = inp.cfg, inp.stage
+    names = model.set_trainable(list(stage.groups), stage.train_heads)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"train.stages.{inp.stage_index} ({stage.name}): groups {stage.groups} select no "
+                          "parameter to train (and train_heads is false)")
+    groups = inp.method.param_groups(model, params, stage)
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLinear(stage.warmup_steps, stage.steps))
+    use_bank = bank is not None and uses_contrastive(stage) and cfg.train.n_hard_negatives > 0
+    history: list[dict[str, Any]] = []
+    start, resumed = 0, None
+    ckpt = latest_checkpoint(inp.work_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler, source, bank if use_bank else None)
+        start, history, resumed = int(state["step"]), list(state["history"]), int(state["step"])
+    ctx = StepContext(cfg=cfg, stage_index=inp.stage_index, step=start, global_step=inp.global_offset + start,
+                      task_types=inp.task_types)
+    refresh_every = cfg.train.negative_refresh_every
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, stage.steps):
+        if use_bank and step % refresh_every == 0:
+            plan = source.plan(min(refresh_every, stage.steps - step))
+            bank.refresh(model, [i for b in plan for i in b] if plan is not None else None)
+        batch = source.next_batch(model)
+        record: dict[str, Any] = {"step": step, "task": batch.tasks[0] if len(set(batch.tasks)) == 1 else "mixed"}
+        if use_bank:
+            batch.negatives, record["coverage"] = bank.lookup(batch.example_ids, inp.global_offset + step)
+        ctx.step, ctx.global_step = step, inp.global_offset + step
+        terms = inp.method.loss_terms(model, batch, stage, ctx)
+        loss = weighted_loss(terms, stage)
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"stage {stage.name!r} step {step}: loss is {float(loss)} ({terms})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        record.update({"loss": float(loss), "lr": scheduler.get_last_lr()[0],
+                       **{k: float(v) for k, v in terms.items()}})
+        scheduler.step()
+        history.append(record)
+        done = step + 1
+        if done % cfg.train.checkpoint_every == 0 and done < stage.steps:
+            save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank if use_bank else None,
+                            {"history": history})
+        if on_step is not None:
+            on_step({"stage": stage.name, "stage_index": inp.stage_index, "step": done,
+                     "global_step": inp.global_offset + done, "loss": record["loss"]})
+    return {"history": history, "trainable_parameters": len(names), "resumed_from": resumed,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+@torch.no_grad()
+def evaluate_id(model: Any, tokenizer: Any, tasks: list[Any], max_length: int, batch_size: int = 64,
+                max_rows: int | None = None) -> dict[str, dict[str, float]]:
+    """Quick held-out check of the training tasks: mean task loss and accuracy (or MSE for regression).
+
+    The full evaluation protocol (metrics per type, OOD/KI heads, seeds) is ``cdco_core.evaluation``; this is the
+    trainer's own record of how a stage ended.
+    """
+    from cdco_core.losses import task_loss
+    from cdco_core.training.batches import collate, task_examples
+
+    was_training = model.training
+    model.eval()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for ti, task in enumerate(tasks):
+            examples = task_examples(task, ti, task.eval_split)[:max_rows]
+            loss_sum, right, sq = 0.0, 0, 0.0
+            for start in range(0, len(examples), batch_size):
+                batch = collate(examples[start:start + batch_size], tokenizer, max_length)
+                rows, logits = model(batch)[task.name]
+                labels = batch.labels[rows]
+                loss_sum += float(task_loss(task.spec.type, logits, labels, choice_mask=batch.choice_mask)) * len(rows)
+                if task.spec.type == "regression":
+                    sq += float(((logits.squeeze(-1) - labels) ** 2).sum())
+                else:
+                    if batch.choice_mask is not None:
+                        logits = logits.masked_fill(~batch.choice_mask, torch.finfo(logits.dtype).min)
+                    right += int((logits.argmax(-1) == labels).sum())
+            n = max(1, len(examples))
+            metric = {"mse": sq / n} if task.spec.type == "regression" else {"accuracy": right / n}
+            out[task.name] = {"loss": loss_sum / n, **metric, "rows": len(examples)}
+    finally:
+        model.train(was_training)
+    return out
