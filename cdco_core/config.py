@@ -226,7 +226,8 @@ class EvalConfig(_Strict):
 # ----------------------------------------------------------------------------------- orchestration
 class OrchestrationConfig(_Strict):
     task_runner: Literal["thread", "dask"] = "thread"
-    dask_workers: int = Field(2, ge=1)
+    dask_workers: int = Field(2, ge=1)  # local Dask cluster size: more workers = more parallel shards, more memory
+    dask_address: str | None = None  # an existing Dask scheduler (tcp://host:8786); None = a local cluster
     schedule_cron: str | None = None  # e.g. "0 3 * * *": nightly re-run
     sensor_interval_seconds: int = Field(3600, ge=10)
     experiment: str = "cdco"
