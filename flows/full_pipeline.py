@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks import embed, evaluate, manifold, negatives, prepare, report, train
+from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
 from tasks._cache import output_digest, with_storage
 
 
@@ -93,17 +93,14 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     negatives.log_negatives(parent_run_id, neg)
     steps["build_negative_index"] = {"cached": cached, "digest": output_digest(neg)}
 
-    import importlib.util  # TEMPORARY until the trainer lands
-
-    if importlib.util.find_spec("cdco_core.training.pipeline") is None:
-        return {"steps": steps}
     trained = _train_all(t["train"], cfg, parent_run_id, prepare.data_digests(prepared, ("ID",)), steps)
     evals = _evaluate_all(t["evaluate"], cfg, parent_run_id, data, trained, steps, parallel)
 
     rep, cached = _run(t["report"], cfg, upstream={"evaluations": {k: v["digest"] for k, v in evals.items()}})
     report.log_report(parent_run_id, rep, cached)
     steps["report"] = {"cached": cached, "digest": output_digest(rep)}
-    registered = None
+    primary = trained[f"{cfg['eval']['methods'][0]}/{cfg['eval']['seeds'][0]}"]
+    registered = register.register_model(cfg, parent_run_id, primary)
     return {"steps": steps, "evaluations": {k: v["averages"] for k, v in evals.items()},
             "report": {k: rep[k] for k in ("csv", "md", "plots") if k in rep}, "registered": registered}
 
