@@ -264,6 +264,8 @@ def negatives_for(cfg: Config, embed: dict[str, Any], manifold: dict[str, Any]) 
                        "negatives": cfg.negatives.model_dump(mode="json"), "version": NEGATIVES_VERSION})
     out_dir = cdco_home() / "cache" / "negatives" / key[:16]
     meta = _verified_meta(out_dir, {"negatives.parquet": "sha256"})
+    if meta is not None and not all((out_dir / p).exists() for p in ("manifold.png", "distances.png")):
+        meta = None  # a lost plot is redrawn with the table
     cached = meta is not None
     if meta is None:
         meta = _compute_negatives(cfg, embed, manifold, out_dir)
