@@ -125,14 +125,14 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
         ctx.step, ctx.global_step = step, inp.global_offset + step
         terms = inp.method.loss_terms(model, batch, stage, ctx)
         loss = weighted_loss(terms, stage)
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"stage {stage.name!r} step {step}: loss is {float(loss)} ({terms})")
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"stage {stage.name!r} step {step}: loss is {loss.item()} ({terms})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
-        record.update({"loss": float(loss), "lr": scheduler.get_last_lr()[0],
-                       **{k: float(v) for k, v in terms.items()}})
+        record.update({"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                       **{k: v.item() for k, v in terms.items()}})
         scheduler.step()
         history.append(record)
         done = step + 1
