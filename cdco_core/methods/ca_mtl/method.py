@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from cdco_core.methods.base import Method
@@ -27,6 +28,21 @@ class CaMtlMethod(Method):
     description = "CA-MTL: task-conditioned attention/layer norm/alignment/adapter, half-frozen encoder"
     sampler = "uncertainty"
     adapter_type = "none"
+
+    def configure(self, cfg: Config) -> Config:
+        """Validate ``methods.ca_mtl`` now (before any training) and spell every setting out as an override.
+
+        The trainer's cache key covers ``config_overrides`` but not ``cfg.methods``; listing the effective
+        settings there makes a change of, e.g., ``freeze_fraction`` retrain instead of reusing a stale stage.
+
+        Raises:
+            ConfigError: a bad ``methods.ca_mtl`` key.
+        """
+        from cdco_core.methods.ca_mtl.config import ca_mtl_config
+
+        settings = ca_mtl_config(cfg.methods.ca_mtl).model_dump(mode="json")
+        self.config_overrides = [f"methods.ca_mtl.{k}={json.dumps(v)}" for k, v in sorted(settings.items())]
+        return super().configure(cfg)
 
     def build_model(self, cfg: Config, tasks: list[TaskData]) -> tuple[CaMtlModel, Any]:
         """(CaMtlModel with everything frozen until the trainer's ``set_trainable``, tokenizer).

@@ -18,7 +18,6 @@ regression task competes as an "average" task instead of never being picked.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,26 +56,31 @@ def normalized_entropy(logits: torch.Tensor, option_mask: torch.Tensor | None = 
 class UncertaintySampler(BatchLevelSampler):
     """CA-MTL's batch-level sampler: keep the k candidates with the highest task-scaled normalised entropy.
 
-    ``select(candidates, scores, k)`` takes the candidates' task indices and their normalised entropies
-    (:func:`normalized_entropy`; NaN marks a regression row). It also counts what it saw, for reporting:
-    ``drawn``/``kept`` rows per task, and, when the trainer passes row ids with :meth:`record_ids`, the share of
-    distinct training rows that took part in an update (:attr:`used_fraction`).
+    The trainer (``BatchSource.next_batch``) calls :meth:`score_rows` on the concatenated candidate batch, then
+    ``select(task_of_row, scores, k)``. ``scores`` are normalised entropies (NaN marks a regression row).
+
+    It also counts what it saw, for reporting (:meth:`report`): ``drawn``/``kept`` rows per task and the distinct
+    training rows (by example id) that took part in an update, hence :attr:`used_fraction`. The ids come from
+    the candidate batch seen by :meth:`score_rows`, matched to :meth:`select`'s indices; a caller that selects
+    without scoring can pass them with :meth:`record_ids`.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.drawn: list[int] = []
         self.kept: list[int] = []
-        self._used: list[np.ndarray] = []  # per task, (n_t,) bool: row took part in an update
+        self._used: list[set[str]] = []  # per task: example ids that were in a kept row
+        self._pending: tuple[np.ndarray, list[str]] | None = None  # (task ids, example ids) of the last scoring
 
     def setup(self, sizes: Sequence[int] | np.ndarray) -> None:
         super().setup(sizes)
         self.drawn = [0] * len(self._sizes)
         self.kept = [0] * len(self._sizes)
-        self._used = [np.zeros(n, dtype=bool) for n in self._sizes]
+        self._used = [set() for _ in self._sizes]
+        self._pending = None
 
     @torch.no_grad()
-    def score(self, model: Any, batch: Any) -> np.ndarray:
+    def score_rows(self, model: Any, batch: Any) -> np.ndarray:
         """u_i (B,) for a candidate batch: normalised entropy of each row's prediction under ``model``.
 
         Runs without gradients and in eval mode (no dropout noise in the uncertainty), restoring the mode.
@@ -94,6 +98,7 @@ class UncertaintySampler(BatchLevelSampler):
                 u[rows.cpu().numpy()] = normalized_entropy(logits, mask).cpu().numpy()
         finally:
             model.train(was_training)
+        self._pending = (batch.task_ids.cpu().numpy().copy(), list(batch.example_ids))
         return u
 
     def scaled_scores(self, candidates: Sequence[int] | np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -105,8 +110,7 @@ class UncertaintySampler(BatchLevelSampler):
         nan = np.isnan(u)
         if nan.any():
             u[nan] = float(u[~nan].mean()) if (~nan).any() else 0.5
-        present = np.unique(tasks)
-        task_mean = {int(t): float(u[tasks == t].mean()) for t in present}
+        task_mean = {int(t): float(u[tasks == t].mean()) for t in np.unique(tasks)}
         top = max(task_mean.values())
         if top <= 0.0:  # every candidate fully confident: nothing to scale by, rank by u (all equal)
             return u
@@ -116,27 +120,30 @@ class UncertaintySampler(BatchLevelSampler):
         """Indices (k,) of the kept candidates, highest scaled entropy first (ties: earlier row first)."""
         scaled = self.scaled_scores(candidates, scores)
         keep = super().select(candidates, scaled, k)
+        tasks = np.asarray(candidates, dtype=np.int64)
         if self._sizes is not None:
-            tasks = np.asarray(candidates, dtype=np.int64)
             for t, n in zip(*np.unique(tasks, return_counts=True), strict=True):
                 self.drawn[int(t)] += int(n)
             for t in tasks[keep]:
                 self.kept[int(t)] += 1
+            pending, self._pending = self._pending, None
+            if pending is not None and np.array_equal(pending[0], tasks) and len(pending[1]) == len(tasks):
+                for i in keep:
+                    self._used[int(tasks[i])].add(pending[1][i])
         return keep
 
-    def record_ids(self, task: int, row_ids: Sequence[int]) -> None:
-        """Note that rows ``row_ids`` (positions in task ``task``'s training split) were trained on."""
-        ids = np.asarray(row_ids, dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self._used[task])):
-            raise ValueError(f"row ids of task {task} must lie in [0, {len(self._used[task])}), got {ids.tolist()}")
-        self._used[task][ids] = True
+    def record_ids(self, task: int, example_ids: Sequence[str]) -> None:
+        """Note that rows ``example_ids`` of task ``task`` were trained on."""
+        if self._sizes is None or not 0 <= task < len(self._sizes):
+            raise ValueError(f"record_ids: task {task} is not one of the {len(self._sizes or [])} set-up tasks")
+        self._used[task].update(str(i) for i in example_ids)
 
     @property
     def used_fraction(self) -> float | None:
-        """Distinct training rows used for an update / all training rows; None before any ids were recorded."""
-        if self._sizes is None or not any(u.any() for u in self._used):
+        """Distinct training rows used for an update / all training rows; None before any was recorded."""
+        if self._sizes is None or not any(self._used):
             return None
-        return sum(int(u.sum()) for u in self._used) / float(sum(self._sizes))
+        return sum(len(u) for u in self._used) / float(sum(self._sizes))
 
     @property
     def kept_fraction(self) -> float | None:
@@ -145,20 +152,20 @@ class UncertaintySampler(BatchLevelSampler):
         return sum(self.kept) / total if total else None
 
     def report(self) -> dict[str, Any]:
-        """JSON-able summary for logs: drawn/kept per task, kept and used fractions."""
+        """JSON-able summary: rows drawn/kept and distinct rows used per task, kept and used fractions."""
         used = self.used_fraction
         return {
             "drawn": list(self.drawn),
             "kept": list(self.kept),
-            "kept_fraction": self.kept_fraction,
+            "used_rows": [len(u) for u in self._used],
+            "task_rows": list(self._sizes or []),
+            "kept_fraction": None if self.kept_fraction is None else round(self.kept_fraction, 6),
             "used_fraction": None if used is None else round(used, 6),
         }
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        # bitmaps, base64: compact in a JSON checkpoint even for tasks of 1e5+ rows
-        used = [base64.b64encode(np.packbits(u).tobytes()).decode("ascii") for u in self._used]
-        state.update(drawn=list(self.drawn), kept=list(self.kept), used=used)
+        state.update(drawn=list(self.drawn), kept=list(self.kept), used=[sorted(u) for u in self._used])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -166,6 +173,4 @@ class UncertaintySampler(BatchLevelSampler):
         if self._sizes is not None:
             self.drawn = [int(x) for x in state.get("drawn", [0] * len(self._sizes))]
             self.kept = [int(x) for x in state.get("kept", [0] * len(self._sizes))]
-            for t, packed in enumerate(state.get("used", [])):
-                bits = np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))
-                self._used[t] = bits[: self._sizes[t]].astype(bool)
+            self._used = [set(u) for u in state.get("used", [[] for _ in self._sizes])]

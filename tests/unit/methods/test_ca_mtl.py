@@ -217,11 +217,11 @@ def test_uncertainty_sampler_regression_rows_and_used_fraction_resume():
     # task 1 is regression (NaN): its rows take the classification mean 0.4
     scaled = sampler.scaled_scores([0, 0, 1, 1], np.array([0.6, 0.2, np.nan, np.nan]))
     assert scaled == pytest.approx([0.6, 0.2, 0.4, 0.4])
-    sampler.record_ids(0, [0, 1, 1])
-    sampler.record_ids(1, [5])
+    sampler.record_ids(0, ["a", "b", "b"])
+    sampler.record_ids(1, ["z"])
     assert sampler.used_fraction == pytest.approx(3 / 10)
-    with pytest.raises(ValueError, match=r"row ids of task 1 must lie in \[0, 6\)"):
-        sampler.record_ids(1, [6])
+    with pytest.raises(ValueError, match="task 2 is not one of the 2 set-up tasks"):
+        sampler.record_ids(2, ["q"])
     restored = UncertaintySampler()
     restored.load_state_dict(sampler.state_dict())
     assert restored.used_fraction == pytest.approx(3 / 10)
@@ -309,8 +309,69 @@ def test_multiple_choice_rows_and_uncertainty_scores(ca_model):
     pooled = model.encode(mc.input_ids, mc.attention_mask, mc.token_type_ids, mc.task_ids)
     assert pooled.shape == (6, 32)
     sampler = get_sampler("uncertainty")
-    u = sampler.score(model, mc)
+    sampler.setup([5, 5, 5])
+    u = sampler.score_rows(model, mc)
     assert u.shape == (2,) and np.all((u >= 0) & (u <= 1 + 1e-6))
+    sampler.select(mc.task_ids.numpy(), u, 1)  # the kept row's example id counts as used
+    assert sampler.report()["used_rows"] == [0, 1, 0] and sampler.used_fraction == pytest.approx(1 / 15)
     reg = _batch(tok, "score", ["one", "two"], 2)
     model.train()
-    assert np.isnan(sampler.score(model, reg)).all() and model.training  # mode restored
+    assert np.isnan(sampler.score_rows(model, reg)).all() and model.training  # mode restored
+
+
+# ---------------------------------------------------------------------------------- shared trainer
+def test_training_steps_with_uncertainty_sampling_lower_the_loss(smoke_cfg, tmp_path):
+    from cdco_core.config import StageConfig
+    from cdco_core.data import load_tasks
+    from cdco_core.losses import task_loss
+    from cdco_core.methods import get_method
+    from cdco_core.samplers import get_sampler
+    from cdco_core.training.batches import BatchSource, collate, task_examples
+    from cdco_core.training.trainer import StageInputs, run_stage
+
+    tasks = [t for t in load_tasks(smoke_cfg.data) if t.spec.kind == "ID"]
+    method = get_method("ca_mtl")
+    torch.manual_seed(0)
+    model, tok = method.build_model(method.configure(smoke_cfg), tasks)
+    examples = [task_examples(t, i)[:8] for i, t in enumerate(tasks)]
+    sampler = get_sampler(method.sampler)
+    source = BatchSource(examples, sampler, 8, tok, smoke_cfg.model.max_length, seed=0)
+    everything = collate([e for ex in examples for e in ex], tok, smoke_cfg.model.max_length)
+
+    def mean_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            pooled = model.encode(
+                everything.input_ids, everything.attention_mask, everything.token_type_ids, everything.task_ids
+            )
+            out = model.batch_logits(everything, pooled)
+        return sum(float(task_loss("classification", lg, everything.labels[r])) for r, lg in out.values()) / 2
+
+    before = mean_loss()
+    stage = StageConfig(name="task", groups=["all"], losses={"task": 1.0}, steps=8, lr=2e-2)
+    inp = StageInputs(
+        cfg=smoke_cfg,
+        method=method,
+        stage=stage,
+        stage_index=0,
+        global_offset=0,
+        task_types={t.name: t.spec.type for t in tasks},
+        work_dir=tmp_path / "work",
+    )
+    hist = run_stage(model, source, None, inp)["history"]
+    assert len(hist) == 8 and mean_loss() < 0.7 * before
+    report = sampler.report()  # 8 steps x 16 candidates, 8 kept each
+    assert report["drawn"] == [64, 64] and sum(report["kept"]) == 64 and report["kept_fraction"] == 0.5
+    assert 0.5 <= report["used_fraction"] <= 1.0
+
+
+def test_configure_validates_settings_and_keys_them():
+    from cdco_core.config import load_config
+    from cdco_core.methods import get_method
+
+    method = get_method("ca_mtl")
+    cfg = method.configure(load_config("smoke", ["methods.ca_mtl.freeze_fraction=0.25"]))
+    assert cfg.methods.ca_mtl["freeze_fraction"] == 0.25
+    assert "methods.ca_mtl.freeze_fraction=0.25" in method.config_overrides  # part of the trainer's cache key
+    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.block: unknown key"):
+        method.configure(load_config("smoke", ["methods.ca_mtl.block=3"]))
