@@ -1,0 +1,278 @@
+"""``make serve`` / ``make stop``: the local Prefect server, MLflow server and the deployment's serve process.
+
+    python -m cdco_core.serve start [--profile demo] [--set key=value ...]
+    python -m cdco_core.serve stop
+    python -m cdco_core.serve status
+
+Everything binds to 127.0.0.1 and keeps its state under ``CDCO_HOME``:
+
+    prefect/          PREFECT_HOME: the Prefect server's SQLite database
+    mlflow.db         MLflow's SQLite store (the same one ``cdco run`` uses without a server)
+    mlartifacts/      MLflow artifacts
+    serve/*.pid       one JSON file per process: pid, command line, port; *.log their output
+
+Each process starts in its own session (process group), so ``stop`` ends it with its children (uvicorn
+workers, flow-run subprocesses) and nothing else: it checks that the pid still runs the recorded command
+line before signalling. The serve process stops first, and leaves the deployment unpaused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cdco_core.config import PROJECT_ROOT, cdco_home
+from cdco_core.errors import InputError
+
+ORDER = ("prefect", "mlflow", "deployment")  # start order; stop runs it backwards
+HOST = "127.0.0.1"
+
+
+class ServeError(InputError):
+    """A port is taken, a service is already running, or a service did not come up (names the log file)."""
+
+
+def ports() -> dict[str, int]:
+    """``CDCO_PREFECT_PORT`` (4200) and ``CDCO_MLFLOW_PORT`` (5000)."""
+    out = {}
+    for name, var, default in (("prefect", "CDCO_PREFECT_PORT", 4200), ("mlflow", "CDCO_MLFLOW_PORT", 5000)):
+        raw = os.environ.get(var, str(default))
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ServeError(f"{var}={raw!r} is not a port number (1-65535)")
+        out[name] = int(raw)
+    return out
+
+
+def state_dir(home: Path | None = None) -> Path:
+    return (home or cdco_home()) / "serve"
+
+
+def urls(prefect_port: int, mlflow_port: int) -> dict[str, str]:
+    return {"prefect_api": f"http://{HOST}:{prefect_port}/api", "mlflow": f"http://{HOST}:{mlflow_port}"}
+
+
+def commands(home: Path, prefect_port: int, mlflow_port: int, profile: str,
+             overrides: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """{service: (argv, extra environment)} for the three processes."""
+    u = urls(prefect_port, mlflow_port)
+    py = sys.executable
+    prefect_env = {"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    sets = [a for o in overrides for a in ("--set", o)]
+    return {
+        "prefect": ([py, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(prefect_port)],
+                    prefect_env),
+        "mlflow": ([py, "-m", "mlflow", "server", "--host", HOST, "--port", str(mlflow_port),
+                    "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                    "--default-artifact-root", (home / "mlartifacts").as_uri(), "--no-serve-artifacts",
+                    "--workers", "1"],
+                   # MLflow's background job runner (GenAI features) would start 7 consumer processes
+                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        "deployment": ([py, "-m", "flows.deployments", "--profile", profile, *sets],
+                       {**prefect_env, "PREFECT_API_URL": u["prefect_api"], "MLFLOW_TRACKING_URI": u["mlflow"],
+                        "CDCO_HOME": str(home)}),
+    }
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def running(record: dict[str, Any]) -> bool:
+    """True when the recorded pid is alive and still runs the recorded command (not a reused pid)."""
+    return _cmdline(record["pid"]) == record["argv"]
+
+
+def read_records(home: Path | None = None) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in ORDER:
+        path = state_dir(home) / f"{name}.pid"
+        if path.exists():
+            try:
+                out[name] = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                path.unlink()  # a torn pid file names no process we can trust
+    return out
+
+
+def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, port: int | None) -> dict[str, Any]:
+    """Start one service in its own session; write its pid file (JSON) atomically."""
+    from cdco_core.io import write_json
+
+    sdir = state_dir(home)
+    sdir.mkdir(parents=True, exist_ok=True)
+    log = open(sdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+    env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    record = {"name": name, "pid": proc.pid, "argv": argv, "port": port, "log": str(sdir / f"{name}.log"),
+              "started": time.time()}
+    write_json(record, sdir / f"{name}.pid")
+    return record
+
+
+def wait_http(url: str, record: dict[str, Any], timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail naming the log if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not running(record):
+            raise ServeError(f"{record['name']} exited while starting; see {record['log']}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback URL we built
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise ServeError(f"{record['name']} did not answer {url} within {timeout:.0f} s; see {record['log']}")
+
+
+def wait_deployment(api_url: str, record: dict[str, Any], timeout: float, name: str = "cdco/full-pipeline") -> str:
+    """Wait until the serve process has registered the deployment; returns its id."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        while time.monotonic() < deadline:
+            if not running(record):
+                raise ServeError(f"the serve process exited; see {record['log']}")
+            try:
+                with get_client(sync_client=True) as client:
+                    return str(client.read_deployment_by_name(name).id)
+            except Exception:  # not registered yet
+                time.sleep(1.0)
+    raise ServeError(f"deployment {name} was not registered within {timeout:.0f} s; see {record['log']}")
+
+
+def start(profile: str = "demo", overrides: list[str] | None = None, home: Path | None = None,
+          prefect_port: int | None = None, mlflow_port: int | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Start the three services (each waited for) and return their records and URLs.
+
+    Raises:
+        ServeError: already running, a port in use, or a service that did not come up (names its log).
+    """
+    from cdco_core.config import load_config
+
+    load_config(profile, list(overrides or []))  # a bad profile fails before anything starts
+    home = (home or cdco_home()).resolve()
+    p = ports()
+    prefect_port, mlflow_port = prefect_port or p["prefect"], mlflow_port or p["mlflow"]
+    alive = [n for n, r in read_records(home).items() if running(r)]
+    if alive:
+        raise ServeError(f"already running under {state_dir(home)}: {', '.join(alive)}; `make stop` first")
+    for var, port in (("CDCO_PREFECT_PORT", prefect_port), ("CDCO_MLFLOW_PORT", mlflow_port)):
+        if not port_free(port):
+            raise ServeError(f"port {HOST}:{port} is in use; free it or set {var} to another port")
+    cmds = commands(home, prefect_port, mlflow_port, profile, list(overrides or []))
+    u = urls(prefect_port, mlflow_port)
+    records: dict[str, Any] = {}
+    try:
+        records["prefect"] = launch("prefect", *cmds["prefect"], home, prefect_port)
+        records["mlflow"] = launch("mlflow", *cmds["mlflow"], home, mlflow_port)
+        wait_http(f"{u['prefect_api']}/health", records["prefect"], timeout)
+        wait_http(f"{u['mlflow']}/health", records["mlflow"], timeout)
+        records["deployment"] = launch("deployment", *cmds["deployment"], home, None)
+        deployment_id = wait_deployment(u["prefect_api"], records["deployment"], timeout)
+    except BaseException:
+        stop(home)
+        raise
+    return {"urls": u, "deployment_id": deployment_id, "pids": {n: r["pid"] for n, r in records.items()},
+            "state_dir": str(state_dir(home))}
+
+
+def stop(home: Path | None = None, timeout: float = 20.0) -> dict[str, str]:
+    """Stop exactly the processes named in the pid files (and their process groups), serve process first."""
+    home = (home or cdco_home()).resolve()
+    result = {}
+    records = read_records(home)
+    for name in reversed(ORDER):
+        rec = records.get(name)
+        if rec is None:
+            continue
+        result[name] = _terminate(rec, timeout) if running(rec) else "not running"
+        (state_dir(home) / f"{name}.pid").unlink(missing_ok=True)
+    return result
+
+
+def _terminate(rec: dict[str, Any], timeout: float) -> str:
+    """SIGTERM the process group led by ``rec['pid']``; SIGKILL it if it outlives ``timeout``."""
+    pid = rec["pid"]
+    try:
+        os.killpg(pid, signal.SIGTERM)  # start_new_session: the group id is the leader's pid
+    except ProcessLookupError:
+        return "not running"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not running(rec):
+            _reap(pid)
+            return "stopped"
+        _reap(pid)
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+    return "killed"
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our own child (started in this Python process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def status(home: Path | None = None) -> dict[str, Any]:
+    return {n: {"pid": r["pid"], "port": r.get("port"), "running": running(r), "log": r.get("log")}
+            for n, r in read_records(home).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cdco_core.serve", description="local Prefect + MLflow")
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--profile", default=os.environ.get("CDCO_PROFILE", "demo"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            out = start(args.profile, args.overrides)
+            print(json.dumps(out, indent=2))
+            print(f"\nexport PREFECT_API_URL={out['urls']['prefect_api']}\n"
+                  f"prefect deployment run cdco/full-pipeline      # MLflow UI: {out['urls']['mlflow']}")
+        elif args.command == "stop":
+            print(json.dumps(stop(), indent=2))
+        else:
+            print(json.dumps(status(), indent=2))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The served deployments: ``cdco/full-pipeline`` (cron from config, trigger on ``cdco.dataset.changed``) and
+``cdco-dataset-sensor/dataset-sensor`` (every ``orchestration.sensor_interval_seconds``).
+
+``python -m flows.deployments --profile demo`` serves both in this process (what ``make serve`` starts);
+it needs ``PREFECT_API_URL``. Stopping it leaves the deployments unpaused (``pause_on_shutdown=False``), so
+a later serve process, or a worker, picks their runs up again.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEPLOYMENT = "full-pipeline"
+SENSOR_DEPLOYMENT = "dataset-sensor"
+
+
+def dataset_trigger(profile: str, overrides: list[str]) -> Any:
+    """Run the pipeline for ``profile`` when the sensor reports one of its datasets changed."""
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.sensor import EVENT
+
+    return DeploymentEventTrigger(
+        name=f"cdco-{profile}-dataset-changed",
+        expect={EVENT},
+        match={"prefect.resource.id": "cdco.dataset.*", "cdco.profile": profile},
+        parameters={"profile": profile, "overrides": overrides},
+    )
+
+
+def build_deployments(profile: str, overrides: list[str] | None = None) -> list[Any]:
+    """(pipeline, sensor) RunnerDeployments for ``profile``; the config is validated first."""
+    from cdco_core.config import load_config
+    from flows.full_pipeline import cdco
+    from flows.sensor import dataset_sensor
+
+    overrides = list(overrides or [])
+    cfg = load_config(profile, overrides)
+    params = {"profile": profile, "overrides": overrides}
+    pipeline = cdco.to_deployment(
+        name=DEPLOYMENT, parameters=params, cron=cfg.orchestration.schedule_cron,
+        triggers=[dataset_trigger(cfg.profile, overrides)], tags=["cdco", cfg.profile],
+        description=f"The cdco pipeline on profile {cfg.profile!r}",
+    )
+    sensor = dataset_sensor.to_deployment(
+        name=SENSOR_DEPLOYMENT, parameters=params, interval=cfg.orchestration.sensor_interval_seconds,
+        tags=["cdco", cfg.profile], description="Emit cdco.dataset.changed when a configured dataset changes",
+    )
+    return [pipeline, sensor]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from prefect import serve
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")
+    args = parser.parse_args(argv)
+    serve(*build_deployments(args.profile, args.overrides), pause_on_shutdown=False)
+
+
+if __name__ == "__main__":
+    main()
