@@ -14,6 +14,15 @@ from cdco_core.methods.ego_plm.model import TaskEmbeddingGenerator
 from cdco_core.methods.ego_plm.pretext import MlmHead, detect_pretext, mask_tokens, mlm_loss, simcse_loss
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine two threads spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------- config
 def test_config_defaults_and_errors():
     c = load_ego_plm_config({})
@@ -149,3 +158,177 @@ def test_generator_identity_at_start_then_task_specific():
     assert torch.allclose(mean, 0.5 * (gen(h, zeros) + gen(h, ones)))
     with pytest.raises(ValueError, match="task id 2 out of range"):
         gen(h, torch.tensor([0, 2, 1]))
+
+
+# ------------------------------------------------------------------------------ the method, on a tiny BERT
+TEXTS = ["a gripping, funny film", "dull and far too long", "win a free prize now", "see you at lunch"]
+
+
+def _tasks():
+    """Stand-ins for TaskData: build_model reads only name, spec.type and num_labels."""
+    from types import SimpleNamespace as NS
+
+    return [NS(name="sent", spec=NS(type="classification"), num_labels=2),
+            NS(name="quiz", spec=NS(type="multiple_choice"), num_labels=0)]
+
+
+def _build(cfg, overrides: dict | None = None):
+    from cdco_core.methods import get_method
+
+    method = get_method("ego_plm")
+    cfg = cfg.model_copy(update={"methods": cfg.methods.model_copy(update={"ego_plm": overrides or {}})})
+    cfg = method.configure(cfg)
+    torch.manual_seed(0)
+    model, tok = method.build_model(cfg, _tasks())
+    stage = method.stages(cfg)[0]
+    model.set_trainable(stage.groups, stage.train_heads)
+    return method, cfg, model, tok, stage
+
+
+def _batch(tok, task="sent"):
+    from cdco_core.training.batches import Example, collate
+
+    if task == "sent":
+        rows = [Example("sent", 0, "classification", f"s:{i}", t, label=i % 2) for i, t in enumerate(TEXTS)]
+    else:
+        rows = [Example("quiz", 1, "multiple_choice", f"q:{i}", "capital of France?", choices=c, label=0)
+                for i, c in enumerate([["Paris", "Rome", "Oslo"], ["Paris", "Lima"]])]
+    return collate(rows, tok, 16)
+
+
+def _terms(method, cfg, model, batch, stage):
+    from cdco_core.methods.base import StepContext
+
+    ctx = StepContext(cfg=cfg, stage_index=0, step=0, global_step=0, task_types={"sent": "classification"})
+    return method.loss_terms(model, batch, stage, ctx)
+
+
+def _perturb_generator(model, scale: float = 0.5) -> None:
+    with torch.no_grad():
+        model.generator.up.normal_(0.0, scale)
+
+
+def test_method_schedule_and_cache_key_follow_config(smoke_cfg):
+    from cdco_core.methods import get_method
+
+    method = get_method("ego_plm")
+    cfg = smoke_cfg.model_copy(update={"methods": smoke_cfg.methods.model_copy(update={"ego_plm": {"epsilon": 0.2}})})
+    cfg = method.configure(cfg)
+    assert "methods.ego_plm.epsilon=0.2" in method.config_overrides  # enters the trainer's cache key
+    (stage,) = method.stages(cfg)
+    assert stage.losses == {"task": 1.0, "pretext": 0.1, "consistency": 1.0}
+    assert stage.steps == sum(s.steps for s in smoke_cfg.train.stages) and stage.groups == ["all"]
+    bad = smoke_cfg.model_copy(update={"methods": smoke_cfg.methods.model_copy(update={"ego_plm": {"K": 2}})})
+    with pytest.raises(ConfigError, match=r"methods\.ego_plm\.K: unknown key"):
+        method.configure(bad)
+
+
+def test_consistency_zero_for_identical_views_then_positive(smoke_cfg):
+    method, cfg, model, tok, stage = _build(smoke_cfg)
+    model.train()  # dropout on: the views share one encoder pass, so it cannot make them differ
+    batch = _batch(tok)
+    terms = _terms(method, cfg, model, batch, stage)
+    assert set(terms) == {"task", "pretext", "consistency"}
+    assert terms["consistency"].item() == 0.0  # generator starts as the identity: e_t = h
+    _perturb_generator(model)
+    assert _terms(method, cfg, model, batch, stage)["consistency"].item() > 1e-4
+    mc = _terms(method, cfg, model, _batch(tok, "quiz"), stage)  # options view (R, C) with a padded option
+    assert mc["consistency"].item() > 0 and torch.isfinite(mc["task"])
+
+
+def test_perturbation_stays_in_ball_and_raises_disagreement(smoke_cfg):
+    from cdco_core.methods.ego_plm.loss import view_disagreement
+
+    method, cfg, model, tok, stage = _build(smoke_cfg, {"epsilon": 0.3, "step_size": 0.3, "adv_steps": 3})
+    _perturb_generator(model)
+    model.eval()  # deterministic forward, so D(x + δ) is a fixed function of δ
+    batch = _batch(tok)
+    x = model.word_embeddings()(batch.input_ids).detach()
+
+    def disagreement(d):
+        h = model.shared_encode(None, batch.attention_mask, batch.token_type_ids, inputs_embeds=x + d)
+        return view_disagreement(model, batch, h, model.generator(h, batch.task_ids))
+
+    eps = 0.3 * model.embedding_scale
+    torch.manual_seed(1)
+    star = pgd_perturbation(disagreement, x.shape, batch.attention_mask, eps, eps, 3)
+    norms = star.norm(dim=-1)  # (B, T)
+    assert norms.max() <= eps * (1 + 1e-5)
+    pad = batch.attention_mask == 0
+    assert pad.any() and norms[pad].max() == 0  # the texts differ in length: padding exists, never perturbed
+    assert disagreement(star) > disagreement(torch.zeros_like(x))
+
+
+def test_gradients_reach_generator_adapters_and_mlm_head(smoke_cfg):
+    method, cfg, model, tok, stage = _build(smoke_cfg)
+    assert model.pretext == "mlm" and model.mlm_head is not None
+    assert model.mlm_head_from_checkpoint is False  # the tiny random BERT has no MLM head: fresh init
+    _perturb_generator(model)
+    terms = _terms(method, cfg, model, _batch(tok), stage)
+    assert 8.0 < terms["pretext"].item() < 12.0  # MLM over MiniLM's 30,522 words, untrained: ~log V = 10.3
+    sum(stage.losses[k] * v for k, v in terms.items()).backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads["generator.up"].abs().sum() > 0 and grads["generator.down"].abs().sum() > 0
+    assert grads["mlm_head.transform.dense.weight"].abs().sum() > 0
+    lora_b = [g for n, g in grads.items() if "lora_B" in n]
+    assert lora_b and all(g.abs().sum() > 0 for g in lora_b)  # every shared adapter layer learns
+    model.zero_grad()
+    _terms(method, cfg, model, _batch(tok), stage)["consistency"].backward()  # CoCa alone reaches both too
+    assert model.generator.up.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_encode_views_and_checkpoint_roundtrip(smoke_cfg):
+    method, cfg, model, tok, stage = _build(smoke_cfg)
+    _perturb_generator(model)
+    model.eval()
+    b = _batch(tok)
+    args = (b.input_ids, b.attention_mask, b.token_type_ids)
+    shared = model.shared_encode(*args)
+    assert torch.equal(model.encode(*args), shared)  # task_ids=None: the agnostic view (OOD/KI)
+    assert not torch.allclose(model.encode(*args, task_ids=b.task_ids), shared)
+    model.untasked_view = "task_mean"
+    assert not torch.allclose(model.encode(*args), shared)
+    state = model.trainable_state_dict()
+    assert {"generator.up", "mlm_head.bias"} <= set(state)
+    assert not any(k.endswith("word_embeddings.weight") for k in state)  # tied, frozen: not saved twice
+    _, _, fresh, _, _ = _build(smoke_cfg)
+    fresh.load_trainable_state_dict(state)
+    fresh.eval()
+    assert torch.allclose(fresh.encode(*args, task_ids=b.task_ids), model.encode(*args, task_ids=b.task_ids))
+
+
+def test_contrastive_pretext_on_real_minilm(smoke_cfg):
+    """all-MiniLM-L6-v2 ships sentence-transformers files -> SimCSE; its dropout gives two distinct views."""
+    cfg = smoke_cfg.model_copy(update={"model": smoke_cfg.model.model_copy(update={"source": "minilm"})})
+    method, cfg, model, tok, stage = _build(cfg, {"consistency_weight": 0.0})  # pretext path only: faster
+    assert model.pretext == "contrastive" and model.mlm_head is None
+    assert 0.9 < model.embedding_scale < 1.3  # ε is relative to this (MiniLM: ~1.07)
+    model.train()
+    terms = _terms(method, cfg, model, _batch(tok), stage)
+    assert set(terms) == {"task", "pretext"}
+    # a pre-trained sentence encoder already ranks each sentence's other view first: loss well below log 4
+    assert 0.0 < terms["pretext"].item() < math.log(4)
+    terms["pretext"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_shared_trainer_steps_lower_the_loss(smoke_cfg, tmp_path):
+    from cdco_core.training.trainer import StageInputs, run_stage
+
+    method, cfg, model, tok, stage = _build(smoke_cfg)
+    stage = stage.model_copy(update={"steps": 12, "lr": 5e-2})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"checkpoint_every": 100})})
+    batch = _batch(tok)
+
+    class SameBatch:  # the trainer's batch source, reduced to one fixed batch so the loss curve is clean
+        def next_batch(self, model):
+            return batch
+
+    torch.manual_seed(0)
+    inp = StageInputs(cfg=cfg, method=method, stage=stage, stage_index=0, global_offset=0,
+                      task_types={"sent": "classification"}, work_dir=tmp_path / "work")
+    hist = run_stage(model, SameBatch(), None, inp)["history"]
+    assert len(hist) == 12 and {"task", "pretext", "consistency"} <= set(hist[0])
+    assert sum(r["loss"] for r in hist[-3:]) / 3 < 0.9 * hist[0]["loss"]
+    assert sum(r["task"] for r in hist[-3:]) / 3 < 0.7 * hist[0]["task"]
