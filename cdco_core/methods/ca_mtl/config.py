@@ -21,6 +21,10 @@ class CaMtlConfig(BaseModel):
     # Width of the task embedding z_t and of its learned transformation; all generators read it.
     # Larger = more room to separate tasks, more generator parameters (2*H per FiLM per unit).
     task_embedding_dim: int = Field(64, ge=1, le=4096)
+    # Learning rate of the pretrained weights CA-MTL trains (the upper layers), as a multiple of the stage's lr;
+    # the new conditional modules and the heads use the stage's lr. The shared schedules' lr suits adapters
+    # (~1e-3), too high for fine-tuning pretrained blocks: 0.1 keeps them near 1e-4. 1.0 = one lr for all.
+    encoder_lr_scale: float = Field(0.1, gt=0.0, le=10.0)
     # Share of the encoder's layers (from the bottom) whose pretrained weights are frozen, with the embeddings.
     # 0.5 as in the paper: keeps pretrained knowledge (less forgetting), halves the trainable encoder weights.
     freeze_fraction: float = Field(0.5, ge=0.0, le=1.0)

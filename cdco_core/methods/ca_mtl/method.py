@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from cdco_core.methods.base import Method
 
 if TYPE_CHECKING:
-    from cdco_core.config import Config
+    import torch
+
+    from cdco_core.config import Config, StageConfig
     from cdco_core.data import TaskData
     from cdco_core.methods.ca_mtl.model import CaMtlModel
 
@@ -43,6 +45,20 @@ class CaMtlMethod(Method):
         settings = ca_mtl_config(cfg.methods.ca_mtl).model_dump(mode="json")
         self.config_overrides = [f"methods.ca_mtl.{k}={json.dumps(v)}" for k, v in sorted(settings.items())]
         return super().configure(cfg)
+
+    def param_groups(
+        self, model: CaMtlModel, params: list[torch.nn.Parameter], stage: StageConfig
+    ) -> list[dict[str, Any]]:
+        """Two optimizer groups: pretrained encoder weights at ``stage.lr · encoder_lr_scale``, the rest
+        (conditional modules, heads, projections) at ``stage.lr``."""
+        pretrained = {id(p) for n, p in model.named_parameters() if n.startswith("encoder.bert.")}
+        scale = model.encoder.settings.encoder_lr_scale
+        base = [p for p in params if id(p) in pretrained]
+        new = [p for p in params if id(p) not in pretrained]
+        groups = [{"params": new, "lr": stage.lr}] if new else []
+        if base:
+            groups.append({"params": base, "lr": stage.lr * scale})
+        return groups
 
     def build_model(self, cfg: Config, tasks: list[TaskData]) -> tuple[CaMtlModel, Any]:
         """(CaMtlModel with everything frozen until the trainer's ``set_trainable``, tokenizer).

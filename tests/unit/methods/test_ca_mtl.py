@@ -375,3 +375,18 @@ def test_configure_validates_settings_and_keys_them():
     assert "methods.ca_mtl.freeze_fraction=0.25" in method.config_overrides  # part of the trainer's cache key
     with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.block: unknown key"):
         method.configure(load_config("smoke", ["methods.ca_mtl.block=3"]))
+
+
+def test_param_groups_scale_the_pretrained_weights(ca_model):
+    from cdco_core.config import StageConfig
+    from cdco_core.methods import get_method
+
+    model, _ = ca_model
+    model.set_trainable(["all"], train_heads=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    stage = StageConfig(name="t", groups=["all"], losses={"task": 1.0}, steps=1, lr=1e-3)
+    new, base = get_method("ca_mtl").param_groups(model, params, stage)
+    assert new["lr"] == 1e-3 and base["lr"] == pytest.approx(1e-4)  # encoder_lr_scale 0.1
+    top = model.encoder.bert.encoder.layer[1].output.dense.weight
+    assert any(p is top for p in base["params"]) and not any(p is top for p in new["params"])
+    assert len(new["params"]) + len(base["params"]) == len(params)
