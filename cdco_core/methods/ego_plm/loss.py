@@ -85,5 +85,6 @@ def ego_plm_terms(model: EgoPlmModel, batch: Batch, settings: EgoPlmConfig, pret
             terms["pretext"] = mlm_loss(model.mlm_head, states, labels, word.weight)
         else:
             second = model.shared_encode(None, mask, tt, inputs_embeds=x + delta)  # another dropout draw
-            terms["pretext"] = simcse_loss(h, second, settings.contrastive_temperature)
+            real = slice(None) if batch.choice_mask is None else batch.choice_mask.reshape(-1)  # padded options
+            terms["pretext"] = simcse_loss(h[real], second[real], settings.contrastive_temperature)
     return terms

@@ -311,6 +311,9 @@ def test_contrastive_pretext_on_real_minilm(smoke_cfg):
     assert 0.0 < terms["pretext"].item() < math.log(4)
     terms["pretext"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    # multiple choice: only the 5 real (question, option) sequences take part, the padded option does not
+    mc = _terms(method, cfg, model, _batch(tok, "quiz"), stage)
+    assert torch.isfinite(mc["pretext"]) and mc["pretext"].item() > 0
 
 
 def test_shared_trainer_steps_lower_the_loss(smoke_cfg, tmp_path):
