@@ -80,17 +80,17 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     names = embed.embedded_datasets(cfg, prepared)
     embedded = _fan_out(t["embed"], [{"cfg": cfg, "dataset": n, "upstream": {"data": data[n]}} for n in names],
                         parallel)
-    embed.log_embed(parent_run_id, [r for r, _ in embedded])
+    embed.log_embed(parent_run_id, embedded)
     emb_digests = {n: output_digest(r) for n, (r, _) in zip(names, embedded, strict=True)}
     steps.update({f"embed/{n}": {"cached": c, "digest": emb_digests[n]} for n, (_, c) in zip(names, embedded,
                                                                                            strict=True)})
 
     man, cached = _run(t["manifold"], cfg, upstream={"embeddings": emb_digests})
-    manifold.log_manifold(parent_run_id, man)
+    manifold.log_manifold(parent_run_id, man, cached)
     steps["fit_manifold"] = {"cached": cached, "digest": output_digest(man)}
 
     neg, cached = _run(t["negatives"], cfg, upstream={"manifold": steps["fit_manifold"]["digest"]})
-    negatives.log_negatives(parent_run_id, neg)
+    negatives.log_negatives(parent_run_id, neg, cached)
     steps["build_negative_index"] = {"cached": cached, "digest": output_digest(neg)}
 
     trained = _train_all(t["train"], cfg, parent_run_id, prepare.data_digests(prepared, ("ID",)), steps)

@@ -35,17 +35,19 @@ def embedded_datasets(cfg: dict[str, Any], prepared: dict[str, Any]) -> list[str
             if t["kind"] == "ID" or (t["kind"] == "OOD" and n not in exclude)]
 
 
-def log_embed(parent_run_id: str, results: list[dict[str, Any]]) -> None:
+def log_embed(parent_run_id: str, results: list[tuple[dict[str, Any], bool]]) -> None:
     """Nested run ``embed``: each dataset's embedding shards as a derived table (``log_input``)."""
     import mlflow
 
     from cdco_core import tracking
 
-    with tracking.step_run(parent_run_id, "embed"):
-        for r in results:
+    tags = {f"cdco.cached.{r['dataset']}": str(c).lower() for r, c in results}
+    tags["cdco.cached"] = str(all(c for _, c in results)).lower()
+    with tracking.step_run(parent_run_id, "embed", tags=tags):
+        for r, _ in results:
             tracking.log_table_input(f"embeddings/{r['dataset']}", r["digest"], r["dir"], context=r["role"],
                                      extra_tags={"cdco.rows": str(r["rows"]), "cdco.shards": str(len(r["shards"]))})
             mlflow.log_metric(f"rows.{r['dataset']}", r["rows"])
             mlflow.log_metric(f"shards_computed.{r['dataset']}", len(r.get("computed") or []))
         if results:
-            mlflow.log_params({f"model.{k}": v for k, v in results[0]["model"].items()})
+            mlflow.log_params({f"model.{k}": v for k, v in results[0][0]["model"].items()})

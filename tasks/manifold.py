@@ -21,13 +21,13 @@ def fit_manifold(cfg: dict[str, Any], upstream: dict[str, Any]) -> dict[str, Any
     return fingerprint(manifold_step(Config.model_validate(cfg)))
 
 
-def log_manifold(parent_run_id: str, result: dict[str, Any]) -> None:
+def log_manifold(parent_run_id: str, result: dict[str, Any], cached: bool) -> None:
     """Nested run ``fit_manifold``: the coordinates table as a derived input, sizes and timings."""
     import mlflow
 
     from cdco_core import tracking
 
-    with tracking.step_run(parent_run_id, "fit_manifold"):
+    with tracking.step_run(parent_run_id, "fit_manifold", tags={"cdco.cached": str(cached).lower()}):
         tracking.log_table_input("manifold/coords", result["digest"], result["path"], context="manifold")
         mlflow.log_metrics({"rows": result["rows"], "sample_rows": result["sample_rows"],
                             "seconds": result.get("seconds", 0.0)})

@@ -21,13 +21,13 @@ def build_negatives(cfg: dict[str, Any], upstream: dict[str, Any]) -> dict[str, 
     return fingerprint(negatives_step(Config.model_validate(cfg)))
 
 
-def log_negatives(parent_run_id: str, result: dict[str, Any]) -> None:
+def log_negatives(parent_run_id: str, result: dict[str, Any], cached: bool) -> None:
     """Nested run ``build_negative_index``: the negatives table as input and artifact, plus its plots."""
     import mlflow
 
     from cdco_core import tracking
 
-    with tracking.step_run(parent_run_id, "build_negative_index"):
+    with tracking.step_run(parent_run_id, "build_negative_index", tags={"cdco.cached": str(cached).lower()}):
         tracking.log_table_input("negatives", result["digest"], result["path"], context="hard_negatives",
                                  extra_tags={"cdco.rows": str(result["rows"])})
         tracking.log_paths([result["path"]], "negatives")

@@ -34,7 +34,7 @@ def log_prepare(parent_run_id: str, result: dict[str, Any]) -> None:
 
     from cdco_core import tracking
 
-    with tracking.step_run(parent_run_id, "prepare_data"):
+    with tracking.step_run(parent_run_id, "prepare_data", tags={"cdco.cached": "false"}):
         for name, t in sorted(result["tasks"].items()):
             for split, s in sorted(t["splits"].items()):
                 tracking.log_table_input(

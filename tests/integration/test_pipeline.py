@@ -1,0 +1,150 @@
+"""End to end on the session's real stack (see conftest.py): served run through the API on Dask, MLflow
+lineage, cache hit on an unchanged re-run, partial recompute after one dataset changes, the sensor's event
+and the deployment's trigger, model reload, and stopping by PID. Tests run in file order."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STEP_RUNS = {"prepare_data", "embed", "fit_manifold", "build_negative_index", "evaluate/cdco/seed0", "report",
+             "register_model"}
+STAGES = ["0-warmup", "1-euclidean", "2-poincare", "3-consolidate"]
+
+
+def _mlflow(stack: dict[str, Any]) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(stack["urls"]["mlflow"])
+    return mlflow.MlflowClient()
+
+
+def _children(client: Any, parent_id: str, experiment_id: str) -> dict[str, Any]:
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def test_served_run_through_the_api_on_dask(on_stack) -> None:
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment("cdco/full-pipeline", parameters={"profile": on_stack["profile"], "overrides": []},
+                              timeout=600, poll_interval=2)
+    assert flow_run.state.is_completed(), flow_run.state
+    client = _mlflow(on_stack)
+    exp = client.get_experiment_by_name("cdco-itest")
+    [parent] = client.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run.id}'")
+    children = _children(client, parent.info.run_id, exp.experiment_id)
+    assert STEP_RUNS | {f"mac_stage/cdco/seed0/{s}" for s in STAGES} <= set(children)
+    with get_client(sync_client=True) as pc:  # the Prefect run is tagged with the MLflow run id
+        assert f"mlflow:{parent.info.run_id}" in pc.read_flow_run(flow_run.id).tags
+    assert client.download_artifacts(parent.info.run_id, "config/resolved.yaml").endswith("resolved.yaml")
+
+    inputs = {d.dataset.name: d for d in children["prepare_data"].inputs.dataset_inputs}
+    assert {"rotten_tomatoes/train", "sms_spam/train", "imdb/train", "ki_file/train"} <= set(inputs)
+    full = {t.key: t.value for t in inputs["ki_file/train"].tags}["cdco.sha256"]
+    assert len(full) == 64 and inputs["ki_file/train"].dataset.digest == full[:36]
+    neg = children["build_negative_index"]
+    assert [d.dataset.name for d in neg.inputs.dataset_inputs] == ["negatives"]
+    assert [a.path for a in client.list_artifacts(neg.info.run_id, "negatives")] == ["negatives/negatives.parquet"]
+    assert {a.path for a in client.list_artifacts(neg.info.run_id, "plots")} == {"plots/manifold.png",
+                                                                                "plots/distances.png"}
+    stage = children["mac_stage/cdco/seed0/1-euclidean"]
+    assert [a.path for a in client.list_artifacts(stage.info.run_id, "weights")] == ["weights/weights.safetensors"]
+    assert "step.loss" in stage.data.metrics and "train.last_loss" in stage.data.metrics
+    assert any(k.startswith("avg.") for k in children["evaluate/cdco/seed0"].data.metrics)
+    report = {a.path for a in client.list_artifacts(children["report"].info.run_id, "comparison")}
+    assert {"comparison/comparison.csv", "comparison/comparison.md"} <= report
+    assert client.get_model_version("cdco-itest", "1").tags["cdco.method"] == "cdco"
+
+
+def test_unchanged_rerun_recomputes_nothing(on_stack) -> None:
+    from flows.full_pipeline import run_pipeline
+
+    # thread runner here: orchestration settings are not part of any cache key
+    result = run_pipeline(on_stack["profile"], ["orchestration.task_runner=thread"])
+    computed = [name for name, s in result["steps"].items() if not s["cached"] and name != "prepare_data"]
+    assert computed == []
+    # prepare + 3 embedded datasets (2 ID anchors, 1 OOD pool) + manifold + negatives + 4 stages + evaluate + report
+    assert len(result["steps"]) == 12
+    assert result["registered"]["reused"] is True
+
+
+def test_registered_model_reloads_with_equal_logits(on_stack) -> None:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from cdco_core.config import load_config
+    from cdco_core.training.pipeline import load_trained
+    from tasks.pyfunc_model import predict_frame
+
+    mlflow.set_tracking_uri(on_stack["urls"]["mlflow"])
+    model = mlflow.pyfunc.load_model("models:/cdco-itest/1")
+    frame = pd.DataFrame({"task": ["rotten_tomatoes", "sms_spam", "sms_spam"],
+                          "text_a": ["a warm, funny film", "WIN a free prize now", "see you at six"]})
+    got = model.predict(frame)
+    cfg = load_config(on_stack["profile"])
+    ref_model, tok = load_trained(cfg, "cdco", 0)
+    ref = predict_frame(ref_model, tok, cfg.model.max_length, frame)
+    np.testing.assert_allclose(np.stack(got["logits"]), np.stack(ref["logits"]), rtol=0, atol=1e-6)
+    with ref_model.adapters_disabled():  # the adapters matter: the check above could fail
+        bare = predict_frame(ref_model, tok, cfg.model.max_length, frame)
+    assert not np.allclose(np.stack(bare["logits"]), np.stack(ref["logits"]))
+
+
+def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.full_pipeline import run_pipeline
+    from flows.sensor import EVENT, dataset_sensor
+    from tests.integration.conftest import write_ki_csv
+
+    assert dataset_sensor(on_stack["profile"])["baseline"] is True
+    write_ki_csv(on_stack["ki_csv"], variant=1)  # one KI dataset changes
+    result = run_pipeline(on_stack["profile"], ["orchestration.task_runner=thread"])
+    computed = {name for name, s in result["steps"].items() if not s["cached"]}
+    assert computed == {"prepare_data", "evaluate/cdco/0", "report"}  # nothing upstream of evaluation
+
+    since = time.time()
+    sensed = dataset_sensor(on_stack["profile"])
+    assert list(sensed["changed"]) == ["ki_file"] and sensed["events"][0]
+    with get_client(sync_client=True) as pc:
+        events = _poll(lambda: [e for e in pc.read_events(EventFilter(event=EventNameFilter(name=[EVENT]))).events
+                                if e.resource.get("cdco.dataset") == "ki_file"], 30)
+        assert events[0].resource["cdco.digest"] == sensed["changed"]["ki_file"]
+        dep = pc.read_deployment_by_name("cdco/full-pipeline")
+        flt = FlowRunFilter()
+        runs = _poll(lambda: [r for r in pc.read_flow_runs(
+            flow_run_filter=flt, deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+            if r.created.timestamp() >= since - 1 and r.state.is_completed()], 300)
+    assert runs, "the cdco.dataset.changed trigger did not run the deployment"
+
+
+def test_stop_by_pid_leaves_deployment_unpaused(on_stack) -> None:
+    from prefect import get_client
+
+    from cdco_core import serve
+
+    records = serve.read_records(on_stack["home"])
+    assert serve._terminate(records["deployment"], 30) == "stopped"
+    with get_client(sync_client=True) as pc:
+        assert pc.read_deployment_by_name("cdco/full-pipeline").paused is False
+    stopped = serve.stop(on_stack["home"])
+    assert stopped["mlflow"] == "stopped" and stopped["prefect"] == "stopped"
+    assert not any(serve.running(r) for r in records.values())
+
+
+def _poll(fn: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fn()
+        if out or time.monotonic() > deadline:
+            return out
+        time.sleep(2)
