@@ -107,29 +107,32 @@ def cap_rows(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
 
 
 # -------------------------------------------------------------------------------------------- embed
-def embed_key(frame: pd.DataFrame, identity: dict[str, str], pooling: str, max_length: int) -> str:
+def embed_key(frame: pd.DataFrame, identity: dict[str, str], pooling: str, max_length: int,
+              dtype: str = "float32") -> str:
     """Digest addressing a corpus' shards: what the vectors depend on, and nothing else."""
     return sha256_json({"data": sha256_frame(frame[["example_id", "text_a", "text_b"]]), "model": identity,
-                        "pooling": pooling, "max_length": max_length, "version": EMBED_VERSION})
+                        "pooling": pooling, "max_length": max_length, "dtype": dtype, "version": EMBED_VERSION})
 
 
 def embed_corpora(cfg: Config, corpora: list[Corpus], progress: bool = True) -> dict[str, Any]:
     """Embed every corpus into verified shards; the encoder is loaded only if some shard is missing."""
     from cdco_core.models.encoder import load_encoder, model_identity
-    from cdco_core.odms.embed import embed_texts
+    from cdco_core.odms.embed import embed_texts, resolve_dtype
     from cdco_core.odms.shards import fill_shards, vectors_table
 
     identity = model_identity(cfg.model).as_dict()
+    dtype = resolve_dtype(cfg.embed.dtype)
     loaded: list[Any] = []
 
     def encoder() -> tuple[Any, Any]:
         if not loaded:
-            loaded.extend(load_encoder(cfg.model)[:2])
+            model, tok, _ = load_encoder(cfg.model)
+            loaded.extend([model.to(dtype), tok])  # our own frozen copy: nothing else sees the cast
         return loaded[0], loaded[1]
 
     datasets = {}
     for c in corpora:
-        key = embed_key(c.frame, identity, cfg.embed.pooling, cfg.model.max_length)
+        key = embed_key(c.frame, identity, cfg.embed.pooling, cfg.model.max_length, str(dtype).split(".")[-1])
         out_dir = cdco_home() / "cache" / "embeddings" / f"{c.name}-{key[:16]}"
 
         def compute(start: int, stop: int, c: Corpus = c) -> Any:
@@ -143,7 +146,7 @@ def embed_corpora(cfg: Config, corpora: list[Corpus], progress: bool = True) -> 
 
         res = fill_shards(out_dir, key, len(c.frame), cfg.embed.shard_rows, compute)
         datasets[c.name] = {"role": c.role, "rows": len(c.frame), "key": key, "dir": str(out_dir), **res}
-    return {"datasets": datasets, "model": identity,
+    return {"datasets": datasets, "model": identity, "dtype": str(dtype).split(".")[-1],
             "digest": sha256_json({n: d["digest"] for n, d in datasets.items()}),
             "cached": not any(d["computed"] for d in datasets.values())}
 

@@ -71,15 +71,18 @@ def test_shard_from_another_model_or_pooling_is_never_reused(cfg):
     first = embed_corpora(cfg, corpora, progress=False)
     ident = first["model"]
     frame = corpora[0].frame
-    key = embed_key(frame, ident, "mean", cfg.model.max_length)
-    other_model = embed_key(frame, {**ident, "weights_digest": "0" * 64}, "mean", cfg.model.max_length)
-    assert len({key, other_model, embed_key(frame, ident, "cls", cfg.model.max_length),
-                embed_key(frame, ident, "mean", cfg.model.max_length + 1)}) == 4
+    length, dtype = cfg.model.max_length, first["dtype"]
+    key = embed_key(frame, ident, "mean", length, dtype)
+    assert first["datasets"]["aa"]["key"] == key
+    other_model = embed_key(frame, {**ident, "weights_digest": "0" * 64}, "mean", length, dtype)
+    other_dtype = embed_key(frame, ident, "mean", length, "float32" if dtype == "bfloat16" else "bfloat16")
+    assert len({key, other_model, other_dtype, embed_key(frame, ident, "cls", length, dtype),
+                embed_key(frame, ident, "mean", length + 1, dtype)}) == 5
 
     # A different tiny model (another seed = other weights) gets its own folder, even if the old shards
     # are copied into it: the sidecar's key does not match, so every shard is recomputed.
     cfg2 = load_config("smoke", ["embed.shard_rows=16", "model.tiny.seed=1"])
-    key2 = embed_key(frame, first["model"] | {"weights_digest": _tiny_digest(cfg2)}, "mean", cfg.model.max_length)
+    key2 = embed_key(frame, ident | {"weights_digest": _tiny_digest(cfg2)}, "mean", length, dtype)
     old_dir = Path(first["datasets"]["aa"]["dir"])
     new_dir = old_dir.parent / f"aa-{key2[:16]}"
     shutil.copytree(old_dir, new_dir)
