@@ -109,17 +109,33 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, source, bank if use_bank else None)
         start, history, resumed = int(state["step"]), list(state["history"]), int(state["step"])
-    ctx = StepContext(cfg=cfg, stage_index=inp.stage_index, step=start, global_step=inp.global_offset + start,
-                      task_types=inp.task_types)
-    refresh_every = cfg.train.negative_refresh_every
     t0 = time.perf_counter()
     model.train()
+    # geoopt's maths is TorchScript. Optimised execution swaps in JIT-derived backward graphs only after a few
+    # profiled calls, so a process resumed from a checkpoint (cold JIT) would take slightly different gradients
+    # than one that ran from the start (warm JIT). Unoptimised execution is the same on every call.
+    with torch.jit.optimized_execution(False):
+        history = _loop(model, source, bank if use_bank else None, inp, optimizer, scheduler, params, start,
+                        history, on_step)
+    return {"history": history, "trainable_parameters": len(names), "resumed_from": resumed,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch.optim.Optimizer, scheduler: Any,
+          params: list[torch.nn.Parameter], start: int, history: list[dict[str, Any]],
+          on_step: StepCallback | None) -> list[dict[str, Any]]:
+    """Steps ``start .. stage.steps - 1`` (see the module docstring); returns the full loss history."""
+    cfg, stage = inp.cfg, inp.stage
+    use_bank = bank is not None
+    refresh_every = cfg.train.negative_refresh_every
+    ctx = StepContext(cfg=cfg, stage_index=inp.stage_index, step=start, global_step=inp.global_offset + start,
+                      task_types=inp.task_types)
     for step in range(start, stage.steps):
         if use_bank and step % refresh_every == 0:
             plan = source.plan(min(refresh_every, stage.steps - step))
             bank.refresh(model, [i for b in plan for i in b] if plan is not None else None)
         batch = source.next_batch(model)
-        record: dict[str, Any] = {"step": step, "task": batch.tasks[0] if len(set(batch.tasks)) == 1 else "mixed"}
+        record: dict[str, Any] = {"step": step, "batch_task": batch.tasks[0] if len(set(batch.tasks)) == 1 else "mixed"}
         if use_bank:
             batch.negatives, record["coverage"] = bank.lookup(batch.example_ids, inp.global_offset + step)
         ctx.step, ctx.global_step = step, inp.global_offset + step
@@ -137,13 +153,11 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
         history.append(record)
         done = step + 1
         if done % cfg.train.checkpoint_every == 0 and done < stage.steps:
-            save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank if use_bank else None,
-                            {"history": history})
+            save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank, {"history": history})
         if on_step is not None:
             on_step({"stage": stage.name, "stage_index": inp.stage_index, "step": done,
                      "global_step": inp.global_offset + done, "loss": record["loss"]})
-    return {"history": history, "trainable_parameters": len(names), "resumed_from": resumed,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    return history
 
 
 @torch.no_grad()

@@ -1,0 +1,48 @@
+"""Small shared pieces for the trainer tests: the smoke ID tasks and a fresh tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def id_tasks(smoke_cfg):
+    from cdco_core.data import load_tasks
+
+    return [t for t in load_tasks(smoke_cfg.data) if t.spec.kind == "ID"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine two threads spin and run ~100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_negatives(cfg) -> dict:
+    """A negatives Parquet of the CONTRACT's shape without UMAP: every ID train row gets k OOD train rows, drawn
+    with a fixed seed. The trainer is under test here, not the manifold (tests/unit/odms covers that)."""
+    import numpy as np
+    import pandas as pd
+
+    from cdco_core.config import cdco_home
+    from cdco_core.data import load_tasks
+    from cdco_core.io import sha256_file, write_parquet
+
+    tasks = load_tasks(cfg.data)
+    anchors = [(t.name, i) for t in tasks if t.spec.kind == "ID" for i in t.splits["train"]["example_id"]]
+    pool = [(t.name, i) for t in tasks if t.spec.kind == "OOD" for i in t.splits["train"]["example_id"]]
+    rng = np.random.default_rng(0)
+    k = cfg.negatives.k
+    rows = []
+    for task, aid in anchors:
+        for r, j in enumerate(rng.choice(len(pool), size=k, replace=False), 1):
+            rows.append((task, aid, pool[j][0], pool[j][1], float(r), 0.0, r))
+    df = pd.DataFrame(rows, columns=["anchor_task", "anchor_id", "negative_dataset", "negative_id",
+                                     "manifold_distance", "raw_cosine", "rank"])
+    path = write_parquet(df, cdco_home() / "fake_negatives" / "negatives.parquet")
+    return {"path": str(path), "digest": sha256_file(path), "rows": len(df), "cached": False}

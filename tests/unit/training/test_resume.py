@@ -1,0 +1,64 @@
+"""kill -9 in the middle of a contrastive stage, run again: the same weights and metrics as a run never killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("resume_script.py")
+PROJECT = Path(__file__).resolve().parents[3]
+# Poincaré stage of 11 steps, checkpoints every 4: killed after its step 9 (global 6 + 4 + 9 = 19), the rerun
+# resumes from its step-8 checkpoint, whose negative bank came from the refresh at step 5 (refresh every 5).
+OVERRIDES = ["train.stages.2.steps=11", "train.checkpoint_every=4", "train.negative_refresh_every=5"]
+KILL_AT = 19
+
+
+def _run(home: Path, out: Path, kill_at: int) -> subprocess.Popen:
+    env = {**os.environ, "CDCO_HOME": str(home), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(PROJECT)}
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), "cdco", str(kill_at), *OVERRIDES],
+                            env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output.decode()[-3000:]
+
+
+def _essence(result: dict) -> list:
+    return [(s["stage"], s["key"], s["weights_sha256"], s["metrics"], s["train"]["last_loss"])
+            for s in result["stages"]]
+
+
+def test_kill_minus_nine_then_resume_matches_uninterrupted(tmp_path):
+    ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
+    ref = _run(tmp_path / "home_ref", ref_out, -1)
+    _finish(ref)
+
+    home = tmp_path / "home"
+    victim = _run(home, out, KILL_AT)
+    ready = Path(f"{out}.ready")
+    deadline = time.time() + 240
+    while not ready.exists():
+        assert victim.poll() is None, victim.communicate()[0].decode()[-3000:]
+        assert time.time() < deadline, "the training process never reached the kill step"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    partial = list((home / "runs" / "cdco").glob("*.partial/ckpt-00000008"))
+    assert len(partial) == 1, "the killed stage left its step-8 checkpoint"
+    assert not out.exists()
+
+    _finish(_run(home, out, -1))
+    a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
+    assert _essence(b) == _essence(a)
+    assert [s["cached"] for s in b["stages"]] == [True, True, False, False]
+    assert b["stages"][2]["train"]["resumed_from"] == 8
+    assert a["stages"][2]["train"]["resumed_from"] is None
+    assert not list((home / "runs" / "cdco").glob("*.partial"))
