@@ -198,15 +198,29 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
 
 
 # -------------------------------------------------------------------------------------------- run
-def _validate_all(cfg: Config, methods: list[str], tasks: list[str] | None) -> dict[str, Config]:
-    """Every method's config and tasks, checked before any training starts."""
+def _validate_all(cfg: Config, methods: list[str], tasks: list[str] | None) -> list[str]:
+    """Check every method's config and tasks before any training starts.
+
+    Returns:
+        The task names in table order: by kind (ID, OOD, KI), then as configured.
+    """
     from cdco_core.methods import get_method
 
-    cfgs = {}
+    order: list[str] = []
     for m in methods:
-        cfgs[m] = method_config(cfg, get_method(m))
-        load_checked_tasks(cfgs[m], tasks)
-    return cfgs
+        checked = load_checked_tasks(method_config(cfg, get_method(m)), tasks)
+        order = [t.name for t in sorted(checked, key=lambda t: KINDS.index(t.spec.kind))]
+    return order
+
+
+def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str, str]:
+    """Per task: the protocol when every method used the same one, else "method: protocol" for each."""
+    notes = {}
+    for t in order:
+        used = {r["method"]: r["protocol"][t] for r in results}
+        same = set(used.values())
+        notes[t] = same.pop() if len(same) == 1 else ", ".join(f"{m}: {p}" for m, p in used.items())
+    return notes
 
 
 def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
@@ -233,17 +247,14 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
     t0 = time.perf_counter()
     methods = resolve_methods(cfg, methods)
     seeds = resolve_seeds(cfg, seeds)
-    _validate_all(cfg, methods, tasks)
+    order = _validate_all(cfg, methods, tasks)
     out = Path(out_dir) if out_dir is not None else cdco_home() / "compare" / cfg.profile
     out.mkdir(parents=True, exist_ok=True)
 
     results = [evaluate_step(cfg, m, s, tasks) for m in methods for s in seeds]
-    first = results[0]
-    main_metric, kinds, protocol = first["main_metric"], first["kinds"], {}
-    for r in results:
-        for t, p in r["protocol"].items():
-            protocol.setdefault(t, set()).add(f"{r['method']}: {p}" if p != "trained_head" else p)
-    protocol = {t: ", ".join(sorted(p)) for t, p in protocol.items()}
+    main_metric = {t: results[0]["main_metric"][t] for t in order}
+    kinds = {t: results[0]["kinds"][t] for t in order}
+    protocol = _protocol_notes(results, order)
 
     long = long_frame(results)
     table, numbers = summary_table(long, methods, main_metric, kinds)

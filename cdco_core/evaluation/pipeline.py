@@ -213,7 +213,7 @@ def evaluate_step(cfg: Config, method: str, seed: int, tasks: list[str] | None =
                "predictions": str(out_dir / "predictions.parquet")}
     with atomic_dir(out_dir) as tmp:
         preds.to_parquet(tmp / "predictions.parquet", index=False)
-        (tmp / "metrics.json").write_text(json.dumps(_finite(summary), indent=2, sort_keys=True))
+        (tmp / "metrics.json").write_text(json.dumps(_finite(summary), indent=2))  # keeps task order
     return {**summary, "path": str(out_dir), "cached": False}
 
 

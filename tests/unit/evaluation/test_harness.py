@@ -1,0 +1,84 @@
+"""The comparison harness end to end on the smoke profile: real training (cached), real evaluation.
+
+Two methods that need no ODMS negatives (lora_mtl, frozen), one step per stage and half the smoke rows keep
+this within the test budget (the manifold fit alone costs about a minute on 2 shared cores); the evaluation
+protocol is the smoke profile's. ``cdco compare --profile smoke --methods cdco,lora_mtl --seeds 0,1`` runs the
+same code with CDCO.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cdco_core.config import load_config
+from cdco_core.errors import InputError
+from cdco_core.evaluation.compare import run_comparison
+from cdco_core.evaluation.pipeline import evaluate_step
+
+METHODS = ["lora_mtl", "frozen"]
+SEEDS = [0, 1]
+
+
+@pytest.fixture
+def short_smoke_cfg():
+    """The smoke profile with one training step per stage and half its rows (evaluation settings unchanged)."""
+    return load_config("smoke", [f"train.stages.{i}.steps=1" for i in range(4)]
+                       + ["data.max_rows.train=48", "data.max_rows.validation=24"])
+
+
+def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, tmp_path, cdco_home):
+    res = run_comparison(short_smoke_cfg, methods=METHODS, seeds=SEEDS, out_dir=tmp_path / "cmp")
+    tasks = ["rotten_tomatoes", "sms_spam", "imdb", "country_region", "country_capital"]
+    table = pd.DataFrame(res["table"]).set_index("method")
+    assert list(table.index) == METHODS
+    assert list(table.columns) == [
+        "rotten_tomatoes (accuracy)", "sms_spam (macro_f1)", "imdb (accuracy)", "country_region (accuracy)",
+        "country_capital (accuracy)", "ID", "OOD", "KI", "overall"]
+    assert table.map(lambda c: " ± " in c).all().all()  # every cell "mean ± sd" over the 2 seeds
+
+    long = pd.read_csv(res["csv"])
+    assert list(long.columns) == ["method", "seed", "task", "kind", "metric", "value"]
+    per_task = long[long.task != "average"]
+    assert set(per_task.task) == set(tasks)
+    assert len(per_task) == len(METHODS) * len(SEEDS) * (3 + 3 + 3 + 3 + 1)  # every metric that fits
+    assert long.value.between(-1, 1).all() and long.value.notna().all()
+
+    boot = pd.read_csv(tmp_path / "cmp" / "bootstrap.csv")
+    assert set(boot.baseline) == {"frozen"} and set(boot.reference) == {"lora_mtl"}
+    assert list(boot.scope) == [*tasks, "ID", "OOD", "KI", "overall"]
+    assert boot.p_value.between(0, 1).all()
+    md = open(res["md"]).read()
+    assert "| lora_mtl |" in md and "| frozen |" in md and "## Paired bootstrap" in md
+    assert [p.rsplit("/", 1)[-1] for p in res["plots"]] == ["kinds.png", "deltas.png"]
+
+    # the same seed again, without the evaluation and feature caches (re-encode, refit the heads; the trained
+    # weights come from the trainer's cache, whose determinism the trainer tests): the same numbers
+    shutil.rmtree(cdco_home / "eval")
+    shutil.rmtree(cdco_home / "cache" / "features")
+    again = evaluate_step(short_smoke_cfg, "lora_mtl", 0)
+    assert again["cached"] is False
+    first = long[(long.method == "lora_mtl") & (long.seed == 0) & (long.task != "average")]
+    for row in first.itertuples():
+        assert again["metrics"][row.task][row.metric] == pytest.approx(row.value, abs=1e-12)
+
+
+def test_bad_input_fails_before_training(smoke_cfg, tmp_path, cdco_home):
+    with pytest.raises(InputError, match=r"unknown method 'lora_xl'; available: .*cdco.*lora_mtl"):
+        run_comparison(smoke_cfg, methods=["cdco", "lora_xl"], seeds=[0], out_dir=tmp_path)
+    with pytest.raises(InputError, match=r"unknown task\(s\) \['sst9'\]; configured tasks: "):
+        run_comparison(smoke_cfg, methods=["lora_mtl"], seeds=[0], out_dir=tmp_path, tasks=["imdb", "sst9"])
+    with pytest.raises(InputError, match=r"given more than once"):
+        run_comparison(smoke_cfg, methods=["frozen", "frozen"], seeds=[0], out_dir=tmp_path)
+    assert not (cdco_home / "runs").exists()  # nothing was trained
+
+
+def test_cli_unknown_method_is_one_line_exit_2(tmp_path):
+    from cdco_core.cli import app
+
+    out = CliRunner().invoke(app, ["compare", "--profile", "smoke", "--methods", "cdco,nope", "--out", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "error: unknown method 'nope'; available:" in out.output
