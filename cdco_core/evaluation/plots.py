@@ -33,6 +33,11 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], errors:
     ax.legend(fontsize=7, ncol=min(4, n))
 
 
+def _width(groups: int, series: int) -> float:
+    """Figure width in inches: room for every bar and a rotated label per cluster."""
+    return max(5.0, 1.5 + groups * (0.5 + 0.3 * max(1, series)))
+
+
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -51,7 +56,7 @@ def plot_kind_bars(means: dict[str, dict[str, float]], sds: dict[str, dict[str, 
         path: the PNG to write.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(kinds) * max(1, len(means)) / 3, 3.6))
+    fig, ax = plt.subplots(figsize=(_width(len(kinds), len(means)), 3.6))
     _grouped_bars(ax, kinds, {m: [v.get(k, np.nan) for k in kinds] for m, v in means.items()},
                   {m: [v.get(k, np.nan) for k in kinds] for m, v in sds.items()})
     ax.set_ylabel("mean main metric")
@@ -69,7 +74,7 @@ def plot_task_deltas(deltas: dict[str, dict[str, float]], tasks: list[str], base
         path: the PNG to write.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(tasks) * max(1, len(deltas)) / 3, 3.6))
+    fig, ax = plt.subplots(figsize=(_width(len(tasks), len(deltas)), 3.6))
     _grouped_bars(ax, tasks, {m: [v.get(t, np.nan) for t in tasks] for m, v in deltas.items()}, None)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylabel(f"main metric − {baseline}")

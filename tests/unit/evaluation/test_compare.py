@@ -95,3 +95,15 @@ def test_seed_input_is_checked(smoke_cfg):
         C.resolve_seeds(smoke_cfg, [0, 0])
     with pytest.raises(InputError, match="got \\[\\]"):
         C.resolve_seeds(smoke_cfg, [])
+
+
+def test_single_method_single_seed(tmp_path, smoke_cfg):
+    one = [_result("cdco", 0, 0.8, 0.5)]
+    table, numbers = C.summary_table(C.long_frame(one), ["cdco"], MAIN, KINDS)
+    assert table.loc["cdco", "a (accuracy)"] == "0.800 (n=1)" and numbers["cdco"]["ID"]["sd"] == 0.0
+    boot = C.bootstrap_table({}, "cdco", [], [0], MAIN, KINDS, samples=10, seed=0)
+    assert boot.empty
+    plots = C._write_plots(tmp_path, smoke_cfg, numbers, ["cdco"], MAIN, KINDS, plot_kind_bars, plot_task_deltas)
+    assert [p.split("/")[-1] for p in plots] == ["kinds.png"]  # no baseline to draw deltas against
+    md = C.write_markdown(tmp_path / "c.md", smoke_cfg, table, boot, [0], {}, "cdco", plots, 0.5).read_text()
+    assert "_No bootstrap: the comparison has a single method._" in md
