@@ -32,6 +32,9 @@ from cdco_core.io import atomic_dir, sha256_json
 
 EVAL_VERSION = "1"  # bump when scoring changes: every cached evaluation is recomputed
 KINDS = ("ID", "OOD", "KI")
+# What an evaluation result depends on besides the trained model and the data (eval.methods, eval.seeds and
+# the bootstrap settings are left out: changing them must not invalidate scores already computed).
+EVAL_SECTIONS = ("eval.head_epochs", "eval.head_lr", "eval.head_batch_size", "eval.batch_size", "model.max_length")
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -164,7 +167,7 @@ def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_
 # ------------------------------------------------------------------------------------------- step
 def eval_key(cfg: Config, seed: int, model_digest: str, tasks: list) -> str:
     return sha256_json({"model": model_digest, "tasks": {t.name: t.digest for t in tasks}, "seed": seed,
-                        "eval": cfg.section_digest("eval", "model.max_length"), "version": EVAL_VERSION})
+                        "eval": cfg.section_digest(*EVAL_SECTIONS), "version": EVAL_VERSION})
 
 
 def _read_cached(path: Path) -> dict[str, Any] | None:

@@ -87,3 +87,14 @@ def test_evaluate_model_scores_every_task_and_is_deterministic(smoke_cfg, smoke_
     again = P.evaluate_model(model, tok, smoke_tasks, smoke_cfg, seed=0, model_digest="untrained")
     assert again["metrics"] == res["metrics"]
     np.testing.assert_array_equal(again["predictions"].pred, preds.pred)
+
+
+def test_eval_key_follows_what_scores_depend_on(smoke_tasks):
+    from cdco_core.config import load_config
+
+    base = load_config("smoke")
+    key = P.eval_key(base, 0, "model-digest", smoke_tasks)
+    assert P.eval_key(load_config("smoke", ["eval.seeds=[0,1,2]"]), 0, "model-digest", smoke_tasks) == key
+    assert P.eval_key(load_config("smoke", ["eval.head_lr=0.1"]), 0, "model-digest", smoke_tasks) != key
+    assert P.eval_key(base, 1, "model-digest", smoke_tasks) != key
+    assert P.eval_key(base, 0, "other-model", smoke_tasks) != key
