@@ -165,6 +165,7 @@ def _bootstrap_md(boot: pd.DataFrame) -> str:
 
 def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFrame, seeds: list[int],
                    protocol: dict[str, str], reference: str | None, plots: list[str], wall_s: float) -> Path:
+    """Write comparison.md: how it was measured, the table, the bootstrap table, protocol notes, plots, wall time."""
     lines = [
         f"# Comparison: profile `{cfg.profile}`",
         "",
