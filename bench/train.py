@@ -1,0 +1,175 @@
+"""Training step cost: a CDCO contrastive step with hard negatives against a plain multi-task LoRA step.
+
+Same process, same model (all-MiniLM-L6-v2, the demo profile), same batch size, same max_length, same batches
+(each row's batch source has the same seed, so both draw the same sequence of ID batches), same trained groups
+("all"). What differs is only what a method's step does:
+
+    lora_mtl          task loss                                                (the peer)
+    cdco_contrastive  task + Euclidean + Poincaré InfoNCE over bank negatives   (ours; both spaces: the dearest
+                      CDCO stage, consolidation), bank re-encoded every train.negative_refresh_every steps
+
+Timing runs whole refresh periods (R steps), so the bank's re-encoding is amortised exactly as in training; rows
+take turns per period, order rotated, so the machine's drifting load favours no one. Peak memory is the max RSS of
+a fresh process that builds one row and runs a few of its steps.
+
+The negatives are a seeded random table of the OOD (imdb) train rows, K per ID anchor: a step's cost does not depend
+on which OOD rows are negatives, and it saves the UMAP fit. To extend: append a :class:`Row` to ROWS (e.g. CA-MTL or
+EGO-PLM with their losses); every row is timed against ROWS[0].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import comparison
+
+PROFILE = "demo"
+TARGET = 1.5  # ours / peer step time
+
+
+@dataclass
+class Row:
+    """One contender: a registry method and the losses of the timed stage (trained groups: all)."""
+
+    name: str
+    method: str
+    losses: dict[str, float]
+    space: str = "none"
+    overrides: list[str] = field(default_factory=list)
+
+
+ROWS: list[Row] = [
+    Row("lora_mtl", "lora_mtl", {"task": 1.0}),
+    Row("cdco_contrastive", "cdco", {"task": 1.0, "euclidean": 0.25, "poincare": 0.25}, space="both"),
+]
+
+
+def synthetic_negatives(cfg: Any, tasks: list[Any], path: Path, seed: int = 0) -> str:
+    """K random OOD train rows per ID train row, in the negatives Parquet's columns; returns the path."""
+    import numpy as np
+    import pandas as pd
+
+    anchors = [(t.name, i) for t in tasks if t.spec.kind == "ID" for i in t.splits["train"]["example_id"]]
+    pool = [(t.name, i) for t in tasks if t.spec.kind == "OOD" for i in t.splits["train"]["example_id"]]
+    rng = np.random.default_rng(seed)
+    k = cfg.negatives.k
+    picks = np.stack([rng.choice(len(pool), size=k, replace=False) for _ in anchors])  # (A, k)
+    rows = [(a[0], a[1], pool[j][0], pool[j][1], float(r), 0.0, r)
+            for a, p in zip(anchors, picks, strict=True) for r, j in enumerate(p, 1)]
+    df = pd.DataFrame(rows, columns=["anchor_task", "anchor_id", "negative_dataset", "negative_id",
+                                     "manifold_distance", "raw_cosine", "rank"])
+    df.to_parquet(path, index=False)
+    return str(path)
+
+
+class Contender:
+    """A row's model, batch source and (for contrastive rows) negative bank, ready to run R-step blocks."""
+
+    def __init__(self, row: Row, cfg: Any, tasks: list[Any], negatives_path: str, work: Path) -> None:
+        import torch
+
+        from cdco_core.config import StageConfig
+        from cdco_core.methods import get_method
+        from cdco_core.samplers import sampler_from_config
+        from cdco_core.training.batches import BatchSource, task_examples
+        from cdco_core.training.negatives import load_bank
+        from cdco_core.training.trainer import uses_contrastive
+
+        self.row, self.work = row, work
+        self.method = get_method(row.method)
+        self.cfg = self.method.configure(cfg)
+        ids = [t for t in tasks if t.spec.kind == "ID"]
+        torch.manual_seed(0)
+        self.model, tok = self.method.build_model(self.cfg, ids)
+        self.stage = StageConfig(name="bench", groups=["all"], losses=row.losses, space=row.space, steps=1, lr=1e-3)
+        self.source = BatchSource([task_examples(t, i) for i, t in enumerate(ids)], sampler_from_config(self.cfg.train),
+                                  self.cfg.train.batch_size, tok, self.cfg.model.max_length, seed=0)
+        self.bank = None
+        if self.method.uses_negatives and uses_contrastive(self.stage):
+            self.bank = load_bank(self.cfg, negatives_path, [t for t in tasks if t.spec.kind == "OOD"], tok, seed=0)
+        self.task_types = {t.name: t.spec.type for t in ids}
+        self.seconds, self.steps, self.coverage = 0.0, 0, []
+
+    def block(self, steps: int, timed: bool = True) -> None:
+        """Run ``steps`` steps as one stage (the bank is re-encoded at its step 0)."""
+        from cdco_core.training.trainer import StageInputs, run_stage
+
+        stage = self.stage.model_copy(update={"steps": steps})
+        inp = StageInputs(cfg=self.cfg, method=self.method, stage=stage, stage_index=0, global_offset=self.steps,
+                          task_types=self.task_types, work_dir=self.work / f"{self.row.name}-{self.steps}")
+        out = run_stage(self.model, self.source, self.bank, inp)
+        if timed:
+            self.seconds += out["seconds"]
+            self.steps += steps
+            self.coverage += [h["coverage"] for h in out["history"] if "coverage" in h]
+
+
+def _setup(quick: bool, work: Path) -> tuple[Any, list[Any], str]:
+    from cdco_core.config import load_config
+    from cdco_core.data import load_tasks
+
+    # no checkpoints inside the timed blocks: their I/O is not a step's cost
+    cfg = load_config(PROFILE, ["train.checkpoint_every=1000000"])
+    tasks = load_tasks(cfg.data)
+    return cfg, tasks, synthetic_negatives(cfg, tasks, work / "negatives.parquet")
+
+
+def peak_rss_mb(row_index: int, steps: int = 3) -> float:
+    """Max RSS (MB) of a fresh process that builds ROWS[row_index] and runs ``steps`` steps."""
+    code = ("import json, resource, sys; from bench.train import _peak_child; _peak_child(int(sys.argv[1]), "
+            "int(sys.argv[2])); print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code, str(row_index), str(steps)], cwd=root, env=env,
+                         capture_output=True, text=True, check=True)
+    return round(int(out.stdout.strip().splitlines()[-1]) / 1024, 1)  # ru_maxrss is KiB on Linux
+
+
+def _peak_child(row_index: int, steps: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, tasks, neg = _setup(True, Path(tmp))
+        Contender(ROWS[row_index], cfg, tasks, neg, Path(tmp)).block(steps)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Time every row in alternating R-step blocks; compare each with ROWS[0]."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, tasks, neg = _setup(quick, Path(tmp))
+        period = cfg.train.negative_refresh_every
+        blocks = 1 if quick else 3
+        contenders = [Contender(r, cfg, tasks, neg, Path(tmp)) for r in ROWS]
+        for c in contenders:
+            c.block(2, timed=False)  # warm-up: allocator, first-call kernels
+        for b in range(blocks):
+            order = contenders[b % len(contenders):] + contenders[:b % len(contenders)]
+            for c in order:
+                c.block(period)
+    bsz = cfg.train.batch_size
+    per = {c.row.name: {"seconds_per_step": round(c.seconds / c.steps, 4),
+                        "samples_per_s": round(bsz * c.steps / c.seconds, 2), "steps": c.steps,
+                        **({"own_negative_share": round(sum(c.coverage) / len(c.coverage), 3)} if c.coverage else {})}
+           for c in contenders}
+    peaks = {r.name: peak_rss_mb(i) for i, r in enumerate(ROWS)}
+    peer = ROWS[0].name
+    comps = [comparison(f"{r.name}_vs_{peer}_step_time", per[r.name]["seconds_per_step"],
+                        per[peer]["seconds_per_step"], "s/step", False, TARGET,
+                        samples_per_s=per[r.name]["samples_per_s"], peer_samples_per_s=per[peer]["samples_per_s"],
+                        peak_rss_mb=peaks[r.name], peer_peak_rss_mb=peaks[peer])
+             for r in ROWS[1:]]
+    settings = {"profile": PROFILE, "model": cfg.model.source, "batch_size": bsz, "max_length": cfg.model.max_length,
+                "n_hard_negatives": cfg.train.n_hard_negatives, "negative_bank_size": cfg.train.negative_bank_size,
+                "negative_refresh_every": period, "blocks": blocks, "torch_threads": torch.get_num_threads()}
+    return {"comparisons": comps, "rows": per, "peak_rss_mb": peaks, "settings": settings}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
