@@ -127,10 +127,19 @@ def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, po
     proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
+    _await_exec(proc, argv)
     record = {"name": name, "pid": proc.pid, "argv": argv, "port": port, "log": str(sdir / f"{name}.log"),
               "started": time.time()}
     write_json(record, sdir / f"{name}.pid")
     return record
+
+
+def _await_exec(proc: subprocess.Popen, argv: list[str], timeout: float = 15.0) -> None:
+    """Wait until the child has exec'd ``argv``: between fork and exec its /proc cmdline is still ours, and
+    :func:`running` would call it dead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and _cmdline(proc.pid) != argv:
+        time.sleep(0.05)
 
 
 def wait_http(url: str, record: dict[str, Any], timeout: float) -> None:
