@@ -76,7 +76,7 @@ def commands(home: Path, prefect_port: int, mlflow_port: int, profile: str,
                     "--workers", "1"],
                    # MLflow's background job runner (GenAI features) would start 7 consumer processes
                    {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
-        "deployment": ([py, "-m", "flows.deployments", "--profile", profile, *sets],
+        "deployment": ([py, "-m", "flows.deployments", "serve", "--profile", profile, *sets],
                        {**prefect_env, "PREFECT_API_URL": u["prefect_api"], "MLFLOW_TRACKING_URI": u["mlflow"],
                         "CDCO_HOME": str(home)}),
     }

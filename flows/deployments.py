@@ -1,9 +1,13 @@
-"""The served deployments: ``cdco/full-pipeline`` (cron from config, trigger on ``cdco.dataset.changed``) and
+"""The deployments: ``cdco/full-pipeline`` (cron from config, trigger on ``cdco.dataset.changed``) and
 ``cdco-dataset-sensor/dataset-sensor`` (every ``orchestration.sensor_interval_seconds``).
 
-``python -m flows.deployments --profile demo`` serves both in this process (what ``make serve`` starts);
-it needs ``PREFECT_API_URL``. Stopping it leaves the deployments unpaused (``pause_on_shutdown=False``), so
-a later serve process, or a worker, picks their runs up again.
+    python -m flows.deployments serve --profile demo      # serve both in this process (``make serve``)
+    python -m flows.deployments register --profile demo --work-pool cdco-process   # for workers (compose)
+
+Both need ``PREFECT_API_URL``. Stopping the serve process leaves the deployments unpaused
+(``pause_on_shutdown=False``), so a later serve process, or a worker, picks their runs up again.
+``register`` creates the process work pool if needed and applies the same deployments to it, so the cron
+schedule always comes from the config (``prefect.yaml`` is the static equivalent for ``prefect deploy``).
 """
 
 from __future__ import annotations
@@ -50,13 +54,32 @@ def build_deployments(profile: str, overrides: list[str] | None = None) -> list[
     return [pipeline, sensor]
 
 
+def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[str]:
+    """Apply both deployments to ``work_pool`` (a process pool, created if missing); returns their ids."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    return [str(d.apply(work_pool_name=work_pool)) for d in build_deployments(profile, overrides)]
+
+
 def main(argv: list[str] | None = None) -> None:
     from prefect import serve
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["serve", "register"], default="serve")
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")
+    parser.add_argument("--work-pool", default="cdco-process", help="register: the process work pool")
     args = parser.parse_args(argv)
+    if args.command == "register":
+        print("\n".join(register(args.profile, args.overrides, args.work_pool)))
+        return
     serve(*build_deployments(args.profile, args.overrides), pause_on_shutdown=False)
 
 
