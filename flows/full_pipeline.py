@@ -93,7 +93,9 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     negatives.log_negatives(parent_run_id, neg, cached)
     steps["build_negative_index"] = {"cached": cached, "digest": output_digest(neg)}
 
-    trained = _train_all(t["train"], cfg, parent_run_id, prepare.data_digests(prepared, ("ID",)), steps)
+    # contrastive stages read the negatives table and the OOD texts behind it (the negative bank)
+    negs = {"table": steps["build_negative_index"]["digest"], "ood": prepare.data_digests(prepared, ("OOD",))}
+    trained = _train_all(t["train"], cfg, parent_run_id, prepare.data_digests(prepared, ("ID",)), negs, steps)
     evals = _evaluate_all(t["evaluate"], cfg, parent_run_id, data, trained, steps, parallel)
 
     rep, cached = _run(t["report"], cfg, upstream={"evaluations": {k: v["digest"] for k, v in evals.items()}})
@@ -106,16 +108,16 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
 
 
 def _train_all(stage_task: Any, cfg: dict[str, Any], parent_run_id: str, id_data: dict[str, str],
-               steps: dict[str, Any]) -> dict[str, dict[str, Any]]:
+               negatives: dict[str, Any], steps: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every method's stages in order, per seed; each stage's key chains the previous stage's digest."""
     trained: dict[str, dict[str, Any]] = {}
     for method in cfg["eval"]["methods"]:
-        stages, overrides, uses_negatives = train.method_stages(cfg, method)
+        stages, overrides, reads_negatives = train.method_stages(cfg, method)
         for seed in cfg["eval"]["seeds"]:
             previous, last = None, {}
             for i, stage in enumerate(stages):
                 upstream = {"data": id_data, "previous": previous, "overrides": overrides,
-                            "negatives": steps["build_negative_index"]["digest"] if uses_negatives else None}
+                            "negatives": negatives if reads_negatives[i] else None}
                 res, cached = _run(stage_task, cfg, method, seed, i, stage, upstream=upstream)
                 train.log_stage(parent_run_id, method, seed, i, stage, res, cached)
                 previous = output_digest(res)

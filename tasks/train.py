@@ -12,8 +12,9 @@ from tasks._cache import StepCache, cached_task_options, fingerprint
 
 # A stage's key holds the shared training settings and its own stage config (an argument), not later
 # stages': editing stage 3 leaves stages 1-2 cached. Earlier stages enter through ``upstream["previous"]``.
-TRAIN_CACHE = StepCache(step="train_stage",
-                        sections=("seed", "model", "adapters", "train", "methods", "negatives", "embed", "manifold"),
+# The negatives enter through their content (``upstream["negatives"]``), so ODMS settings that leave the table
+# unchanged leave training cached.
+TRAIN_CACHE = StepCache(step="train_stage", sections=("seed", "model", "adapters", "train", "methods"),
                         exclude=("train.stages",),
                         code=("cdco_core/training", "cdco_core/methods", "cdco_core/models", "cdco_core/losses.py",
                               "cdco_core/samplers.py", "tasks/train.py"))
@@ -23,21 +24,31 @@ TRAIN_CACHE = StepCache(step="train_stage",
 @task(name="mac_stage", cache_policy=TRAIN_CACHE, retries=1, retry_delay_seconds=2, **cached_task_options())
 def train_stage(cfg: dict[str, Any], method: str, seed: int, stage_index: int, stage: dict[str, Any],
                 upstream: dict[str, Any]) -> dict[str, Any]:
-    """Train stage ``stage_index`` of ``method``; ``upstream`` = {data, negatives, previous, overrides}."""
+    """Train stage ``stage_index`` of ``method``.
+
+    ``upstream`` = {"data": ID digests, "previous": stage i-1's output digest, "overrides": the method's config
+    overrides, "negatives": {"table", "ood"} digests for stages that read them, else None}.
+    """
     from cdco_core.config import Config
     from cdco_core.training.pipeline import train_stage as step
 
     return fingerprint(step(Config.model_validate(cfg), method, seed, stage_index))
 
 
-def method_stages(cfg: dict[str, Any], method: str) -> tuple[list[dict[str, Any]], list[str], bool]:
-    """(the method's stages as dicts, its config overrides, whether it uses ODMS negatives)."""
+def method_stages(cfg: dict[str, Any], method: str) -> tuple[list[dict[str, Any]], list[str], list[bool]]:
+    """(the method's stages as dicts, its config overrides, per stage: whether it reads the ODMS negatives).
+
+    A stage reads the negatives when the method uses them and the stage weights a contrastive loss; only
+    those stages' keys hold the negatives' digest, so a changed OOD pool leaves task-only stages cached.
+    """
     from cdco_core.config import Config
     from cdco_core.methods import get_method
+    from cdco_core.training.trainer import uses_contrastive
 
     m = get_method(method)
     stages = m.stages(m.configure(Config.model_validate(cfg)))
-    return [s.model_dump(mode="json") for s in stages], list(m.config_overrides), bool(m.uses_negatives)
+    reads_negatives = [bool(m.uses_negatives) and uses_contrastive(s) for s in stages]
+    return [s.model_dump(mode="json") for s in stages], list(m.config_overrides), reads_negatives
 
 
 def log_stage(parent_run_id: str, method: str, seed: int, index: int, stage: dict[str, Any],
