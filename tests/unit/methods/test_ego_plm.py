@@ -223,6 +223,15 @@ def test_method_schedule_and_cache_key_follow_config(smoke_cfg):
         method.configure(bad)
 
 
+def test_settings_enter_the_training_cache_key(smoke_cfg):
+    from cdco_core.config import load_config
+    from cdco_core.training.pipeline import plan_training
+
+    base = plan_training(smoke_cfg, "ego_plm", 0).keys
+    assert plan_training(load_config("smoke"), "ego_plm", 0).keys == base
+    assert plan_training(load_config("smoke", ["methods.ego_plm.epsilon=0.2"]), "ego_plm", 0).keys != base
+
+
 def test_consistency_zero_for_identical_views_then_positive(smoke_cfg):
     method, cfg, model, tok, stage = _build(smoke_cfg)
     model.train()  # dropout on: the views share one encoder pass, so it cannot make them differ
