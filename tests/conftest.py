@@ -10,6 +10,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Prefect creates PREFECT_HOME (default ~/.prefect) at import: point it at a temporary folder before any test
+# imports prefect, and never talk to a user's server.
+os.environ["PREFECT_HOME"] = __import__("tempfile").mkdtemp(prefix="cdco-test-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
