@@ -51,6 +51,9 @@ ROWS: list[Row] = [
     Row("cdco_contrastive", "cdco", {"task": 1.0, "euclidean": 0.25, "poincare": 0.25}, space="both"),
     # EGO-PLM, K = 1: adversary + outer + pre-defined pass = 3 forward/backward passes, so 3.0 = no overhead beyond them
     Row("ego_plm", "ego_plm", {"task": 1.0, "pretext": 0.1, "consistency": 1.0}, target=3.0),
+    # CA-MTL with its uncertainty sampler: a no-grad pass over b candidates of each of the 2 tasks, then forward +
+    # backward on the b kept rows: ~(2 + 3) / 3 forward units against LoRA's 3, so 2.0 allows ~20% module overhead
+    Row("ca_mtl", "ca_mtl", {"task": 1.0}, target=2.0),
 ]
 
 
@@ -80,7 +83,7 @@ class Contender:
 
         from cdco_core.config import StageConfig
         from cdco_core.methods import get_method
-        from cdco_core.samplers import sampler_from_config
+        from cdco_core.samplers import get_sampler, sampler_from_config
         from cdco_core.training.batches import BatchSource, task_examples
         from cdco_core.training.negatives import load_bank
         from cdco_core.training.trainer import uses_contrastive
@@ -92,7 +95,9 @@ class Contender:
         torch.manual_seed(0)
         self.model, tok = self.method.build_model(self.cfg, ids)
         self.stage = StageConfig(name="bench", groups=["all"], losses=row.losses, space=row.space, steps=1, lr=1e-3)
-        self.source = BatchSource([task_examples(t, i) for i, t in enumerate(ids)], sampler_from_config(self.cfg.train),
+        # the method's own sampler when it has one (CA-MTL's uncertainty sampling is part of its step), as in training
+        sampler = get_sampler(self.method.sampler) if self.method.sampler else sampler_from_config(self.cfg.train)
+        self.source = BatchSource([task_examples(t, i) for i, t in enumerate(ids)], sampler,
                                   self.cfg.train.batch_size, tok, self.cfg.model.max_length, seed=0)
         self.bank = None
         if self.method.uses_negatives and uses_contrastive(self.stage):
