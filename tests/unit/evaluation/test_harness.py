@@ -1,6 +1,6 @@
 """The comparison harness end to end on the smoke profile: real training (cached), real evaluation.
 
-Two methods that need no ODMS negatives (lora_mtl, frozen), one step per stage and half the smoke rows keep
+Two methods that need no ODMS negatives (lora_mtl, frozen), one step per stage and a third of the smoke rows keep
 this within the test budget (the manifold fit alone costs about a minute on 2 shared cores); the evaluation
 protocol is the smoke profile's. ``cdco compare --profile smoke --methods cdco,lora_mtl --seeds 0,1`` runs the
 same code with CDCO.
@@ -25,9 +25,9 @@ SEEDS = [0, 1]
 
 @pytest.fixture
 def short_smoke_cfg():
-    """The smoke profile with one training step per stage and half its rows (evaluation settings unchanged)."""
+    """The smoke profile with one training step per stage and a third of its rows (evaluation settings unchanged)."""
     return load_config("smoke", [f"train.stages.{i}.steps=1" for i in range(4)]
-                       + ["data.max_rows.train=48", "data.max_rows.validation=24"])
+                       + ["data.max_rows.train=32", "data.max_rows.validation=16"])
 
 
 def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, tmp_path, cdco_home):
