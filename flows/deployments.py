@@ -19,16 +19,17 @@ DEPLOYMENT = "full-pipeline"
 SENSOR_DEPLOYMENT = "dataset-sensor"
 
 
-def dataset_trigger(profile: str, overrides: list[str]) -> Any:
-    """Run the pipeline for ``profile`` when the sensor reports one of its datasets changed."""
+def dataset_trigger(label: str, profile: str, overrides: list[str]) -> Any:
+    """Run the pipeline with ``profile`` (a name or YAML path) and ``overrides`` when the sensor reports that a
+    dataset of the config named ``label`` (its ``profile:`` key, the events' ``cdco.profile``) changed."""
     from prefect.events import DeploymentEventTrigger
 
     from flows.sensor import EVENT
 
     return DeploymentEventTrigger(
-        name=f"cdco-{profile}-dataset-changed",
+        name=f"cdco-{label}-dataset-changed",
         expect={EVENT},
-        match={"prefect.resource.id": "cdco.dataset.*", "cdco.profile": profile},
+        match={"prefect.resource.id": "cdco.dataset.*", "cdco.profile": label},
         parameters={"profile": profile, "overrides": overrides},
     )
 
@@ -44,7 +45,7 @@ def build_deployments(profile: str, overrides: list[str] | None = None) -> list[
     params = {"profile": profile, "overrides": overrides}
     pipeline = cdco.to_deployment(
         name=DEPLOYMENT, parameters=params, cron=cfg.orchestration.schedule_cron,
-        triggers=[dataset_trigger(cfg.profile, overrides)], tags=["cdco", cfg.profile],
+        triggers=[dataset_trigger(cfg.profile, profile, overrides)], tags=["cdco", cfg.profile],
         description=f"The cdco pipeline on profile {cfg.profile!r}",
     )
     sensor = dataset_sensor.to_deployment(

@@ -95,7 +95,7 @@ def test_prefect_yaml_matches_the_code() -> None:
         assert d["work_pool"]["name"] == "cdco-process"
     assert flow_names == {"full-pipeline": "cdco", "dataset-sensor": "cdco-dataset-sensor"}
     [trigger] = deps["full-pipeline"]["triggers"]
-    code = deployments.dataset_trigger("demo", [])
+    code = deployments.dataset_trigger("demo", "demo", [])
     assert set(trigger["expect"]) == code.expect == {EVENT}
     # the code's ResourceSpecification holds each label's values as a list
     assert {k: [v] for k, v in trigger["match"].items()} == {k: list(v) for k, v in code.match.items()}
