@@ -10,7 +10,7 @@ Same process, same model (all-MiniLM-L6-v2, the demo profile), same batch size, 
 
 Timing runs whole refresh periods (R steps), so the bank's re-encoding is amortised exactly as in training; rows
 take turns per period, order rotated, so the machine's drifting load favours no one. Peak memory is the max RSS of
-a fresh process that builds one row and runs a few of its steps.
+a fresh process that builds one row and runs a few of its steps (sampled).
 
 The negatives are a seeded random table of the OOD (imdb) train rows, K per ID anchor: a step's cost does not depend
 on which OOD rows are negatives, and it saves the UMAP fit. To extend: append a :class:`Row` to ROWS (e.g. CA-MTL or
@@ -32,6 +32,9 @@ from bench import comparison
 
 PROFILE = "demo"
 TARGET = 1.5  # ours / peer step time
+# One intra-op thread: on the shared 2-core machine, two OpenMP threads per process spin against other processes'
+# threads and steps get many times slower and far noisier. CDCO_BENCH_THREADS overrides it on a dedicated machine.
+THREADS = int(os.environ.get("CDCO_BENCH_THREADS", "1"))
 
 
 @dataclass
@@ -129,27 +132,54 @@ def _setup(quick: bool, work: Path) -> tuple[Any, list[Any], str]:
     return cfg, tasks, synthetic_negatives(cfg, tasks, work / "negatives.parquet")
 
 
-def peak_rss_mb(row_index: int, steps: int = 3) -> float:
-    """Max RSS (MB) of a fresh process that builds ROWS[row_index] and runs ``steps`` steps."""
-    code = ("import json, resource, sys; from bench.train import _peak_child; _peak_child(int(sys.argv[1]), "
-            "int(sys.argv[2])); print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))")
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_memory_mb(row_index: int, steps: int = 3) -> dict[str, float]:
+    """Memory of ROWS[row_index] in a fresh process: RSS once built, and its peak while running ``steps`` steps
+    (sampled every 2 ms; the first step includes a bank refresh)."""
+    code = "import sys; from bench.train import _peak_child; _peak_child(int(sys.argv[1]), int(sys.argv[2]))"
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", code, str(row_index), str(steps)], cwd=root, env=env,
                          capture_output=True, text=True, check=True)
-    return round(int(out.stdout.strip().splitlines()[-1]) / 1024, 1)  # ru_maxrss is KiB on Linux
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _peak_child(row_index: int, steps: int) -> None:
+    import threading
+    import time
+
+    import torch
+
+    torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, tasks, neg = _setup(True, Path(tmp))
-        Contender(ROWS[row_index], cfg, tasks, neg, Path(tmp)).block(steps)
+        c = Contender(ROWS[row_index], cfg, tasks, neg, Path(tmp))
+        built = _rss_mb()
+        peak, stop = [built], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], _rss_mb())
+                time.sleep(0.002)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        c.block(steps)
+        stop.set()
+        t.join()
+    print(json.dumps({"rss_built_mb": round(built, 1), "peak_rss_steps_mb": round(peak[0], 1),
+                      "step_extra_mb": round(peak[0] - built, 1)}))
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Time every row in alternating R-step blocks; compare each with ROWS[0]."""
     import torch
 
+    torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, tasks, neg = _setup(quick, Path(tmp))
         period = cfg.train.negative_refresh_every
@@ -166,17 +196,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                         "samples_per_s": round(bsz * c.steps / c.seconds, 2), "steps": c.steps,
                         **({"own_negative_share": round(sum(c.coverage) / len(c.coverage), 3)} if c.coverage else {})}
            for c in contenders}
-    peaks = {r.name: peak_rss_mb(i) for i, r in enumerate(ROWS)}
+    memory = {r.name: peak_memory_mb(i) for i, r in enumerate(ROWS)}
     peer = ROWS[0].name
     comps = [comparison(f"{r.name}_vs_{peer}_step_time", per[r.name]["seconds_per_step"],
                         per[peer]["seconds_per_step"], "s/step", False, r.target,
                         samples_per_s=per[r.name]["samples_per_s"], peer_samples_per_s=per[peer]["samples_per_s"],
-                        peak_rss_mb=peaks[r.name], peer_peak_rss_mb=peaks[peer])
+                        peak_rss_mb=memory[r.name]["peak_rss_steps_mb"],
+                        peer_peak_rss_mb=memory[peer]["peak_rss_steps_mb"])
              for r in ROWS[1:]]
     settings = {"profile": PROFILE, "model": cfg.model.source, "batch_size": bsz, "max_length": cfg.model.max_length,
                 "n_hard_negatives": cfg.train.n_hard_negatives, "negative_bank_size": cfg.train.negative_bank_size,
                 "negative_refresh_every": period, "blocks": blocks, "torch_threads": torch.get_num_threads()}
-    return {"comparisons": comps, "rows": per, "peak_rss_mb": peaks, "settings": settings}
+    return {"comparisons": comps, "rows": per, "memory": memory, "settings": settings}
 
 
 if __name__ == "__main__":  # pragma: no cover

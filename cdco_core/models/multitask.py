@@ -190,7 +190,7 @@ class MultiTaskModel(nn.Module):
 
         The frozen base encoder is not included: it is reloaded from its source.
         """
-        return {k: v.detach().clone().contiguous() for k, v in self.state_dict().items() if self._is_saved(k)}
+        return {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items() if self._is_saved(k)}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load what :meth:`trainable_state_dict` returned.

@@ -284,12 +284,13 @@ class BatchSource:
     """
 
     def __init__(self, examples: list[list[Example]], sampler: Any, batch_size: int, tokenizer: Any,
-                 max_length: int, seed: int) -> None:
+                 max_length: int, seed: int, device: str | torch.device = "cpu") -> None:
         self.examples = examples
         self.sampler = sampler
         self.batch_size = batch_size
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.device = device
         self.rng = np.random.default_rng([seed, 7919])  # 7919: keeps this stream apart from others seeded by seed
         self.streams = [TaskStream(len(ex), seed, i) for i, ex in enumerate(examples)]
         sampler.setup([len(ex) for ex in examples])
@@ -312,14 +313,14 @@ class BatchSource:
     def next_batch(self, model: Any = None) -> Batch:
         """The next training batch (a batch-level sampler needs ``model`` to score candidates)."""
         if not getattr(self.sampler, "batch_level", False):
-            return collate(self.next_examples(), self.tokenizer, self.max_length)
+            return collate(self.next_examples(), self.tokenizer, self.max_length).to(self.device)
         cands = [self._rows(t, s.take(self.batch_size)) for t, s in enumerate(self.streams)]
-        batch = collate([e for c in cands for e in c], self.tokenizer, self.max_length)
+        batch = collate([e for c in cands for e in c], self.tokenizer, self.max_length).to(self.device)
         scorer = getattr(self.sampler, "score_rows", None)
         with torch.no_grad():
             scores = scorer(model, batch) if scorer is not None else normalised_entropy(model, batch)
-        keep = self.sampler.select(batch.task_ids.numpy(), np.asarray(scores), self.batch_size)
-        return batch.select(torch.as_tensor(np.sort(keep)))
+        keep = self.sampler.select(batch.task_ids.cpu().numpy(), np.asarray(scores), self.batch_size)
+        return batch.select(torch.as_tensor(np.sort(keep), device=batch.task_ids.device))
 
     def plan(self, n_batches: int) -> list[list[str]] | None:
         """Example ids of the next ``n_batches`` batches without consuming them; None for batch-level samplers

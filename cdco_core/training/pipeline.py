@@ -145,12 +145,20 @@ def _seed_everything(seed: int, i: int) -> None:
     random.seed(s)
 
 
+def train_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu`` (exact resume is promised on CPU only)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_for_plan(plan: TrainPlan) -> tuple[Any, Any]:
-    """(model, tokenizer) of the plan's method, initialised from the seed (heads and projections)."""
+    """(model on :func:`train_device`, tokenizer) of the plan's method, heads and projections seeded."""
     import torch
 
     torch.manual_seed(plan.seed)
-    return plan.method.build_model(plan.cfg, plan.tasks)
+    model, tokenizer = plan.method.build_model(plan.cfg, plan.tasks)
+    return model.to(train_device()), tokenizer
 
 
 def _load_stage_weights(model: Any, plan: TrainPlan, i: int) -> None:
@@ -177,7 +185,7 @@ def _run_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
     sampler = get_sampler(plan.method.sampler) if plan.method.sampler else sampler_from_config(cfg.train)
     examples = [task_examples(t, ti) for ti, t in enumerate(plan.tasks)]
     source = BatchSource(examples, sampler, cfg.train.batch_size, tokenizer, cfg.model.max_length,
-                         seed=plan.seed * 1000 + i)
+                         seed=plan.seed * 1000 + i, device=train_device())
     bank = None
     if plan.negatives is not None and uses_contrastive(stage):
         from cdco_core.training.negatives import load_bank

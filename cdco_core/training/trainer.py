@@ -173,13 +173,14 @@ def evaluate_id(model: Any, tokenizer: Any, tasks: list[Any], max_length: int, b
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out: dict[str, dict[str, float]] = {}
     try:
         for ti, task in enumerate(tasks):
             examples = task_examples(task, ti, task.eval_split)[:max_rows]
             loss_sum, right, sq = 0.0, 0, 0.0
             for start in range(0, len(examples), batch_size):
-                batch = collate(examples[start:start + batch_size], tokenizer, max_length)
+                batch = collate(examples[start:start + batch_size], tokenizer, max_length).to(device)
                 rows, logits = model(batch)[task.name]
                 labels = batch.labels[rows]
                 loss_sum += float(task_loss(task.spec.type, logits, labels, choice_mask=batch.choice_mask)) * len(rows)
