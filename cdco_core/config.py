@@ -194,8 +194,8 @@ class TrainConfig(_Strict):
     sampler_temperature: float = Field(2.0, gt=0)
     contrastive_temperature: float = Field(0.1, gt=0)  # InfoNCE tau: lower = sharper, noisier gradients
     n_hard_negatives: int = Field(4, ge=0)  # ODMS negatives per anchor used in a step
-    negative_refresh_every: int = Field(25, ge=1)  # steps between re-encoding the negative bank
-    negative_bank_size: int = Field(512, ge=1)
+    negative_refresh_every: int = Field(25, ge=1)  # steps between re-encoding the negative bank: staler <-> cheaper
+    negative_bank_size: int = Field(512, ge=1)  # negatives per refresh; cost per step = bank_size / refresh_every
     proj_dim: int = Field(64, ge=2)
     curvature: float = Field(1.0, gt=0)
     learn_curvature: bool = False

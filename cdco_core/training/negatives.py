@@ -8,8 +8,10 @@ most R steps stale (MoCo-style staleness, without a momentum encoder). Gradients
 heads through the negatives: the bank stores pooled encoder outputs (H), projected each step.
 
 What goes in. At a refresh the trainer passes the example ids of the next R batches (samplers that do not
-depend on the model can be replayed from a copy of their state). The bank is filled rank-major: every upcoming
-anchor's rank-1 ODMS negative, then every rank-2, ... until M entries. A row then gets its own ODMS negatives
+depend on the model can be replayed from a copy of their state). Each of their top-K ODMS negatives is ranked by
+how many of those rows list it (one encoding then serves them all), then by its best rank; the first M are
+encoded. The encode budget per step is M/R; without sharing a row could own at most (M/R)/(B·K) of its K
+negatives, and sharing is what lifts it above that. A row then gets its own ODMS negatives
 that made it into the bank, best rank first, topped up to K with bank entries drawn at random (these are other
 anchors' ODMS negatives, i.e. hard OOD points too; drawing them at random keeps the ``negatives.mode=random``
 ablation honest). When no plan exists (batch-level samplers) the bank is a seeded sample of all negatives,
@@ -62,22 +64,24 @@ class NegativeBank:
 
     # ------------------------------------------------------------------------------------- filling
     def choose(self, planned: list[str] | None) -> list[str]:
-        """Bank entries for the upcoming anchors ``planned`` (rank-major), or a weighted sample without a plan."""
+        """Bank entries for the upcoming rows ``planned``, or a weighted sample of all negatives without a plan.
+
+        With a plan, a negative's priority is how many upcoming rows list it among their K (shared OOD points serve
+        many anchors for one encoding), then its best rank, then first appearance; the top M are kept.
+        """
         if planned is None:
             rng = np.random.default_rng([self.seed, 15485863, self.refreshes])
             m = min(self.size, len(self._pool))
             pick = rng.choice(len(self._pool), size=m, replace=False, p=self._weights)
             return [self._pool[i] for i in sorted(pick)]
-        anchors = [a for a in dict.fromkeys(planned) if a in self.by_anchor]
-        chosen: dict[str, None] = {}
-        for r in range(self.n_hard):
-            for a in anchors:
-                negs = self.by_anchor[a]
-                if r < len(negs):
-                    chosen.setdefault(negs[r])
-                    if len(chosen) == self.size:
-                        return list(chosen)
-        return list(chosen)
+        refs: dict[str, list[int]] = {}  # negative -> [uses, best rank, first position]
+        for pos, a in enumerate(planned):
+            for r, n in enumerate(self.by_anchor.get(a, ())):
+                e = refs.setdefault(n, [0, r, pos])
+                e[0] += 1
+                e[1] = min(e[1], r)
+        order = sorted(refs, key=lambda n: (-refs[n][0], refs[n][1], refs[n][2]))
+        return order[:self.size]
 
     @torch.no_grad()
     def refresh(self, model: Any, planned: list[str] | None) -> dict[str, Any]:

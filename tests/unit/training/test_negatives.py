@@ -32,11 +32,12 @@ def _bank(tiny_model, size=3, k=2):
     return NegativeBank(table, texts, n_hard=k, size=size, seed=0, tokenizer=tiny_model[1], max_length=32)
 
 
-def test_choose_is_rank_major_and_capped(tiny_model):
+def test_choose_prefers_shared_then_better_rank(tiny_model):
     bank = _bank(tiny_model, size=3)
-    # rank 1 of a1, a2 (n1, n2), then rank 2 of a1 (n2, already in), a2 (n4); rank 3 is beyond n_hard=2
-    assert bank.choose(["a1", "a2", "a1"]) == ["n1", "n2", "n4"]
+    # upcoming rows a1, a2, a1 with K=2: n2 is listed 3 times, n1 twice (rank 1), n4 once; n3 is beyond K
+    assert bank.choose(["a1", "a2", "a1"]) == ["n2", "n1", "n4"]
     assert bank.choose(["a2"]) == ["n2", "n4"]
+    assert _bank(tiny_model, size=1).choose(["a1", "a2"]) == ["n2"]
 
 
 def test_lookup_own_first_then_fill(tiny_model):
