@@ -196,6 +196,9 @@ class TrainConfig(_Strict):
     n_hard_negatives: int = Field(4, ge=0)  # ODMS negatives per anchor used in a step
     negative_refresh_every: int = Field(25, ge=1)  # steps between re-encoding the negative bank: staler <-> cheaper
     negative_bank_size: int = Field(512, ge=1)  # negatives per refresh; cost per step = bank_size / refresh_every
+    # dtype the bank is encoded in (no grad): "auto" = bfloat16 autocast where the hardware runs it natively (~2.7x
+    # faster on an avx512_bf16 CPU, embeddings within cosine 0.9999 of float32), else float32
+    negative_bank_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     proj_dim: int = Field(64, ge=2)
     curvature: float = Field(1.0, gt=0)
     learn_curvature: bool = False

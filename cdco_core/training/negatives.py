@@ -4,7 +4,9 @@ Why a bank. Encoding every anchor's K hard negatives afresh each step costs B·K
 (B=16, K=4: 64 sequences next to 16 trained ones), several times the cost of the task step. Instead the bank
 holds at most M = ``train.negative_bank_size`` negatives, re-encoded by the current model every
 R = ``train.negative_refresh_every`` steps: M/R forward passes per step, no backward, and each embedding is at
-most R steps stale (MoCo-style staleness, without a momentum encoder). Gradients still reach the projection
+most R steps stale (MoCo-style staleness, without a momentum encoder). The encoding runs under bfloat16 autocast
+where the hardware has native bf16 (``train.negative_bank_dtype``): ~2.7x faster on this CPU, and a negative's
+embedding needs no more precision than its staleness already costs. Gradients still reach the projection
 heads through the negatives: the bank stores pooled encoder outputs (H), projected each step.
 
 What goes in. At a refresh the trainer passes the example ids of the next R batches (samplers that do not
@@ -43,7 +45,7 @@ class NegativeBank:
     """
 
     def __init__(self, table: pd.DataFrame, texts: dict[str, tuple[str, str]], n_hard: int, size: int,
-                 seed: int, tokenizer: Any, max_length: int, encode_batch: int = 64) -> None:
+                 seed: int, tokenizer: Any, max_length: int, encode_batch: int = 64, dtype: str = "float32") -> None:
         t = table[table["rank"] <= n_hard].sort_values(["anchor_id", "rank"], kind="stable")
         missing = sorted(set(t["negative_id"]) - set(texts))
         if missing:
@@ -57,6 +59,7 @@ class NegativeBank:
         self.texts = texts
         self.n_hard, self.size, self.seed = n_hard, size, seed
         self.tokenizer, self.max_length, self.encode_batch = tokenizer, max_length, encode_batch
+        self.dtype = dtype  # "float32" | "bfloat16" | "auto" (bf16 autocast where native)
         self.ids: list[str] = []
         self.emb: torch.Tensor | None = None  # (M, H)
         self.pos: dict[str, int] = {}
@@ -105,14 +108,22 @@ class NegativeBank:
         order = sorted(range(len(ids)), key=lambda i: len(self.texts[ids[i]][0]) + len(self.texts[ids[i]][1]))
         out = torch.empty(len(ids), model.hidden_size)
         device = next(model.parameters()).device
-        for start in range(0, len(order), self.encode_batch):
-            idx = order[start:start + self.encode_batch]
-            enc = tokenize(self.tokenizer, [self.texts[ids[i]][0] for i in idx],
-                           [self.texts[ids[i]][1] for i in idx], self.max_length)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            pooled = model.encode(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])  # (b, H)
-            out[torch.tensor(idx)] = pooled.float().cpu()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16(device.type)):
+            for start in range(0, len(order), self.encode_batch):
+                idx = order[start:start + self.encode_batch]
+                enc = tokenize(self.tokenizer, [self.texts[ids[i]][0] for i in idx],
+                               [self.texts[ids[i]][1] for i in idx], self.max_length)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                pooled = model.encode(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])  # (b, H)
+                out[torch.tensor(idx)] = pooled.float().cpu()
         return out
+
+    def _bf16(self, device_type: str) -> bool:
+        if self.dtype == "auto":
+            from cdco_core.odms.embed import resolve_dtype
+
+            return resolve_dtype("auto", device_type) == torch.bfloat16
+        return self.dtype == "bfloat16"
 
     # ------------------------------------------------------------------------------------------ use
     def lookup(self, example_ids: list[str], step: int) -> tuple[torch.Tensor, float]:
@@ -163,4 +174,4 @@ def load_bank(cfg: Any, negatives_path: str, ood_tasks: list[Any], tokenizer: An
             pairs = zip(df["text_a"].astype(str), df["text_b"].fillna("").astype(str), strict=True)
             texts.update(zip(df["example_id"].astype(str), pairs, strict=True))
     return NegativeBank(table, texts, cfg.train.n_hard_negatives, cfg.train.negative_bank_size, seed,
-                        tokenizer, cfg.model.max_length)
+                        tokenizer, cfg.model.max_length, dtype=cfg.train.negative_bank_dtype)
