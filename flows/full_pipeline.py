@@ -228,6 +228,11 @@ def local_prefect_settings() -> Any:
     from cdco_core.config import cdco_home
 
     updates: dict[Any, Any] = {PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        # The temporary server's default 20 s start budget is too short on a busy 2-core machine.
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
     if "PREFECT_HOME" not in os.environ:
         updates[PREFECT_HOME] = str(cdco_home() / "prefect")
     return temporary_settings(updates=updates)
