@@ -40,9 +40,6 @@ class CaMtlConfig(BaseModel):
     adapter_layers: int = Field(1, ge=0)
     # Adapter bottleneck width; null = hidden // 3 as in the reference. Wider = more capacity per task.
     adapter_size: int | None = Field(None, ge=1)
-    # Uncertainty sampling: candidates drawn from EVERY task per step (null = train.batch_size each);
-    # the top train.batch_size by scaled entropy are kept. More candidates = sharper selection, slower scoring.
-    candidates_per_task: int | None = Field(None, ge=1)
 
 
 def ca_mtl_config(raw: dict[str, Any] | CaMtlConfig | None) -> CaMtlConfig:
