@@ -97,6 +97,7 @@ class EgoPlmModel(MultiTaskModel):
         table = self.word_embeddings().weight  # (V, H)
         self.pretext = pretext
         self.mlm_head = MlmHead(self.hidden_size, table.shape[0]) if pretext == "mlm" else None
+        self.mlm_head_from_checkpoint = False  # set by the builder when the checkpoint had cls.predictions.*
         self.untasked_view = untasked_view
         self.special_ids = list(special_ids)
         self.mask_token_id = int(mask_token_id)
