@@ -222,6 +222,10 @@ def _summary(plan: TrainPlan, i: int, meta: dict[str, Any], cached: bool) -> dic
 def _ensure_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
     meta = _read_done(plan, i)
     if meta is not None:
+        if plan.work_dir(i).exists():  # killed between publishing the stage and deleting its checkpoints
+            import shutil
+
+            shutil.rmtree(plan.work_dir(i), ignore_errors=True)
         return _summary(plan, i, meta, cached=True)
     if i > 0:
         _ensure_stage(plan, i - 1, on_step)
