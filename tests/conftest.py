@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["PREFECT_HOME"] = __import__("tempfile").mkdtemp(prefix="cdco-test-prefect-")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# One numba cache for the whole session (subprocesses inherit it): UMAP's JIT compilation is paid once,
+# not once per test's private CDCO_HOME.
+os.environ.setdefault("NUMBA_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="cdco-test-numba-"))
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
