@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
     from cdco_core.config import Config, StageConfig
     from cdco_core.data import TaskData
+    from cdco_core.methods.base import StepContext
     from cdco_core.methods.ca_mtl.model import CaMtlModel
+    from cdco_core.training.batches import Batch
 
 
 class CaMtlMethod(Method):
@@ -60,6 +63,16 @@ class CaMtlMethod(Method):
             groups.append({"params": base, "lr": stage.lr * scale})
         return groups
 
+    def loss_terms(
+        self, model: CaMtlModel, batch: Batch, stage: StageConfig, ctx: StepContext
+    ) -> dict[str, torch.Tensor]:
+        """The base task loss on the kept rows, with their padding trimmed first.
+
+        The kept rows come out of the T·b candidates padded to the longest candidate; cutting the columns no kept
+        row uses changes no real token's output (the encoder is padding-invariant) and saves their compute.
+        """
+        return super().loss_terms(model, trim_padding(batch), stage, ctx)
+
     def build_model(self, cfg: Config, tasks: list[TaskData]) -> tuple[CaMtlModel, Any]:
         """(CaMtlModel with everything frozen until the trainer's ``set_trainable``, tokenizer).
 
@@ -88,6 +101,19 @@ class CaMtlMethod(Method):
         )
         model.set_trainable([], train_heads=False)
         return model, tokenizer
+
+
+def trim_padding(batch: Batch) -> Batch:
+    """``batch`` without the trailing columns that are padding in every sequence."""
+    width = int(batch.attention_mask.sum(dim=1).max()) if len(batch) else 0
+    if width == 0 or width >= batch.input_ids.shape[1]:
+        return batch
+    return dataclasses.replace(
+        batch,
+        input_ids=batch.input_ids[:, :width],
+        attention_mask=batch.attention_mask[:, :width],
+        token_type_ids=batch.token_type_ids[:, :width],
+    )
 
 
 def build_method(**kwargs: Any) -> CaMtlMethod:

@@ -390,3 +390,27 @@ def test_param_groups_scale_the_pretrained_weights(ca_model):
     top = model.encoder.bert.encoder.layer[1].output.dense.weight
     assert any(p is top for p in base["params"]) and not any(p is top for p in new["params"])
     assert len(new["params"]) + len(base["params"]) == len(params)
+
+
+def test_kept_rows_lose_their_padding_and_the_loss_does_not_change(ca_model, smoke_cfg):
+    from cdco_core.config import StageConfig
+    from cdco_core.methods import get_method
+    from cdco_core.methods.base import StepContext
+    from cdco_core.methods.ca_mtl.method import trim_padding
+
+    model, tok = ca_model
+    long = "a long review that goes on and on about the plot, the actors and the music " * 2
+    batch = _batch(tok, "sent", ["short one", long, "tiny"], 0).select([0, 2])  # keeps the long row's width
+    trimmed = trim_padding(batch)
+    assert batch.input_ids.shape[1] > trimmed.input_ids.shape[1] == int(batch.attention_mask.sum(1).max())
+    assert torch.equal(trimmed.input_ids, batch.input_ids[:, : trimmed.input_ids.shape[1]])
+    _perturb(model.encoder)
+    model.eval()
+    method = get_method("ca_mtl")
+    stage = StageConfig(name="t", groups=["all"], losses={"task": 1.0}, steps=1, lr=1e-3)
+    ctx = StepContext(cfg=smoke_cfg, stage_index=0, step=0, global_step=0, task_types={"sent": "classification"})
+    with torch.no_grad():
+        ours = method.loss_terms(model, batch, stage, ctx)["task"]
+        pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
+        untrimmed = torch.nn.functional.cross_entropy(model.batch_logits(batch, pooled)["sent"][1], batch.labels)
+    assert ours.item() == pytest.approx(untrimmed.item(), abs=1e-5)
