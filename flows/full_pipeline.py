@@ -77,14 +77,7 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     data = prepare.data_digests(prepared)
     steps["prepare_data"] = {"cached": False, "digest": output_digest(prepared)}
 
-    names = embed.embedded_datasets(cfg, prepared)
-    embedded = _fan_out(t["embed"], [{"cfg": cfg, "dataset": n, "upstream": {"data": data[n]}} for n in names],
-                        parallel)
-    embed.log_embed(parent_run_id, embedded)
-    emb_digests = {n: output_digest(r) for n, (r, _) in zip(names, embedded, strict=True)}
-    steps.update({f"embed/{n}": {"cached": c, "digest": emb_digests[n]} for n, (_, c) in zip(names, embedded,
-                                                                                           strict=True)})
-
+    emb_digests = _embed_all(t["embed"], cfg, parent_run_id, prepared, data, steps, parallel)
     man, cached = _run(t["manifold"], cfg, upstream={"embeddings": emb_digests})
     manifold.log_manifold(parent_run_id, man, cached)
     steps["fit_manifold"] = {"cached": cached, "digest": output_digest(man)}
@@ -105,6 +98,20 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     registered = register.register_model(cfg, parent_run_id, primary)
     return {"steps": steps, "evaluations": {k: v["averages"] for k, v in evals.items()},
             "report": {k: rep[k] for k in ("csv", "md", "plots") if k in rep}, "registered": registered}
+
+
+def _embed_all(embed_task: Any, cfg: dict[str, Any], parent_run_id: str, prepared: dict[str, Any],
+               data: dict[str, str], steps: dict[str, Any], parallel: bool) -> dict[str, str]:
+    """One task per ID/OOD dataset, keyed by that dataset's digest alone; returns {dataset: shards digest}."""
+    names = embed.embedded_datasets(cfg, prepared)
+    calls = [{"cfg": cfg, "dataset": n, "upstream": {"data": data[n]}} for n in names]
+    embedded = _fan_out(embed_task, calls, parallel)
+    embed.log_embed(parent_run_id, embedded)
+    digests = {}
+    for n, (res, cached) in zip(names, embedded, strict=True):
+        digests[n] = output_digest(res)
+        steps[f"embed/{n}"] = {"cached": cached, "digest": digests[n]}
+    return digests
 
 
 def _train_all(stage_task: Any, cfg: dict[str, Any], parent_run_id: str, id_data: dict[str, str],
