@@ -31,6 +31,18 @@ def cdco_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread per test: the tiny models gain nothing from threads, and two threads on a busy
+    2-core machine spin and run many times slower. Tests that spawn processes set their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def smoke_cfg():
     """The smoke profile, validated."""

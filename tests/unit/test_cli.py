@@ -23,7 +23,8 @@ def test_help_lists_commands_without_importing_torch():
     for cmd in ("run", "step", "compare", "bench", "data"):
         assert cmd in out.stdout
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, cdco_core.cli; print('torch' in sys.modules, 'prefect' in sys.modules)"],
+        [sys.executable, "-c",
+         "import sys, cdco_core.cli; print('torch' in sys.modules, 'prefect' in sys.modules)"],
         capture_output=True, text=True, cwd=ROOT)
     assert probe.stdout.split() == ["False", "False"]
 
@@ -58,7 +59,8 @@ def test_bad_input_is_one_message_and_exit_2(args, message, tmp_path):
 def test_bad_data_file_exits_2_and_names_row(tmp_path):
     (tmp_path / "train.csv").write_text("review,rating\ngood,pos\n,neg\n")
     (tmp_path / "tasks.yaml").write_text(
-        "tasks:\n  - {name: m, kind: ID, type: classification, files: {train: train.csv}, text: [review], label: rating}\n")
+        "tasks:\n  - {name: m, kind: ID, type: classification, files: {train: train.csv},"
+        " text: [review], label: rating}\n")
     out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
     assert out.returncode == 2
     assert "train.csv row 2: column 'review' is empty or NaN" in out.stderr

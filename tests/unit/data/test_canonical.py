@@ -68,7 +68,8 @@ def test_missing_file(tmp_path):
 
 
 def test_missing_column_names_it_and_lists_found(good_files):
-    with pytest.raises(DataError, match=r"valid\.csv: column\(s\) \['review'\] not found; columns found: \['text', 'rating'\]"):
+    found = r"valid\.csv: column\(s\) \['review'\] not found; columns found: \['text', 'rating'\]"
+    with pytest.raises(DataError, match=found):
         _write(good_files, "valid.csv", "text,rating\nawful,neg\n")
         load_task(_spec(good_files), DataConfig())
 
@@ -107,7 +108,8 @@ def test_nan_text_in_parquet(tmp_path):
 
 def test_undecodable_bytes_suggest_encoding(good_files):
     _write(good_files, "train.csv", "review,rating\ncaf\u00e9 cr\u00e8me,pos\nbad,neg\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"train\.csv: bytes at offset \d+ are not valid utf-8; set the task's 'encoding:'"):
+    hint = r"train\.csv: bytes at offset \d+ are not valid utf-8; set the task's 'encoding:'"
+    with pytest.raises(DataError, match=hint):
         load_task(_spec(good_files), DataConfig())
     task = load_task(_spec(good_files, encoding="latin-1"), DataConfig())
     assert task.splits["train"]["text_a"][0] == "caf\u00e9 cr\u00e8me"

@@ -14,15 +14,6 @@ from cdco_core.methods.ego_plm.model import TaskEmbeddingGenerator
 from cdco_core.methods.ego_plm.pretext import MlmHead, detect_pretext, mask_tokens, mlm_loss, simcse_loss
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine two threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------- config
 def test_config_defaults_and_errors():
     c = load_ego_plm_config({})

@@ -10,14 +10,6 @@ from cdco_core.errors import ConfigError
 from cdco_core.models.adapters import BottleneckAdapter, add_adapters, is_adapter_param, layer_index, resolve_groups
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_layer_index_and_adapter_names():
     assert layer_index("encoder.base_model.model.encoder.layer.3.attention.self.query.lora_A.default.weight") == 3
     assert layer_index("embeddings.word_embeddings.weight") is None

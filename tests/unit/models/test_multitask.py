@@ -11,14 +11,6 @@ from cdco_core.models.multitask import build_multitask_model, mean_pool
 from cdco_core.training.batches import Example, collate, task_examples
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def id_tasks(smoke_cfg):
     from cdco_core.data import load_tasks

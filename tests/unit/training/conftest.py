@@ -12,17 +12,6 @@ def id_tasks(smoke_cfg):
     return [t for t in load_tasks(smoke_cfg.data) if t.spec.kind == "ID"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine two threads spin and run ~100x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fake_negatives(cfg) -> dict:
     """A negatives Parquet of the CONTRACT's shape without UMAP: every ID train row gets k OOD train rows, drawn
     with a fixed seed. The trainer is under test here, not the manifold (tests/unit/odms covers that)."""
