@@ -120,7 +120,9 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
         specs = task_specs(data_cfg)
     for spec in specs:
         task = load_task(spec, data_cfg)
-        typer.echo(f"{task.name}  kind={spec.kind}  type={spec.type}  metric={spec.metric_name}  digest={task.digest[:16]}")
+        typer.echo(
+            f"{task.name}  kind={spec.kind}  type={spec.type}  metric={spec.metric_name}  digest={task.digest[:16]}"
+        )
         for split, df in task.splits.items():
             if spec.type == "regression":
                 counts = f"label mean={df['label'].mean():.3f} sd={df['label'].std():.3f}"

@@ -86,7 +86,9 @@ def read_task_file(path: str | Path) -> list[TaskSpec]:
 def _anchor_files(spec: TaskSpec, base: Path) -> TaskSpec:
     if spec.files:
         spec = spec.model_copy(
-            update={"files": {k: str(v if Path(v).is_absolute() else (base / v).resolve()) for k, v in spec.files.items()}}
+            update={
+                "files": {k: str(v if Path(v).is_absolute() else (base / v).resolve()) for k, v in spec.files.items()}
+            }
         )
     return spec
 
@@ -234,7 +236,7 @@ def _as_options(v) -> list[str]:
 
 def _encode_labels(spec: TaskSpec, raw: RawSource, frames: dict[str, pd.DataFrame]):
     if spec.type == "regression":
-        for split, df in frames.items():
+        for df in frames.values():
             vals = pd.to_numeric(df["label"], errors="coerce")
             if vals.isna().any():
                 row = int(np.flatnonzero(vals.isna().to_numpy())[0])
@@ -242,7 +244,7 @@ def _encode_labels(spec: TaskSpec, raw: RawSource, frames: dict[str, pd.DataFram
             df["label"] = vals.astype("float64")
         return [], frames
     if spec.type == "multiple_choice":
-        for split, df in frames.items():
+        for df in frames.values():
             df["label"] = [_choice_index(lab, opts, df.attrs["where"], i) for i, (lab, opts)
                            in enumerate(zip(df["label"], df["choices"], strict=True))]
             df["label"] = df["label"].astype("int64")
@@ -257,7 +259,7 @@ def _encode_labels(spec: TaskSpec, raw: RawSource, frames: dict[str, pd.DataFram
         declared = sorted({_label_str(v) for v in pool})
     names = [str(n) for n in declared]
     index = {n: i for i, n in enumerate(names)}
-    for split, df in frames.items():
+    for df in frames.values():
         ids = []
         for row, v in enumerate(df["label"]):
             ids.append(_label_id(v, index, names, df.attrs["where"], row))

