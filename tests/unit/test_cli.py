@@ -32,7 +32,8 @@ def test_help_lists_commands_without_importing_torch():
 def test_data_check_prints_rows_labels_digests(tmp_path):
     (tmp_path / "train.csv").write_text("review,rating\ngood,pos\nbad,neg\n")
     (tmp_path / "tasks.yaml").write_text(
-        "tasks:\n  - {name: mine, kind: ID, type: classification, files: {train: train.csv}, text: [review], label: rating}\n")
+        "tasks:\n  - {name: mine, kind: ID, type: classification, files: {train: train.csv},"
+        " text: [review], label: rating}\n")
     out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
     assert out.returncode == 0, out.stderr
     assert "mine  kind=ID" in out.stdout
