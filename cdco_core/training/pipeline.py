@@ -204,7 +204,9 @@ def _run_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
                       "mean_loss_last_20pct": sum(r["loss"] for r in tail) / len(tail),
                       "trainable_parameters": result["trainable_parameters"],
                       "resumed_from": result["resumed_from"], "seconds": result["seconds"]},
-            "negatives": plan.negatives["digest"] if bank is not None else None, "history": hist}
+            "negatives": plan.negatives["digest"] if bank is not None else None, "history": hist,
+            # e.g. CA-MTL's uncertainty sampler: rows drawn/kept and the share of data used for updates
+            "sampler_report": sampler.report() if hasattr(sampler, "report") else None}
     with atomic_dir(plan.stage_dir(i)) as tmp:
         save_file(model.trainable_state_dict(), str(tmp / "weights.safetensors"))
         meta["weights_sha256"] = sha256_file(tmp / "weights.safetensors")
