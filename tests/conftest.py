@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,12 +15,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Prefect creates PREFECT_HOME (default ~/.prefect) at import: point it at a temporary folder before any test
 # imports prefect, and never talk to a user's server.
-os.environ["PREFECT_HOME"] = __import__("tempfile").mkdtemp(prefix="cdco-test-prefect-")
+_SESSION_DIRS = [tempfile.mkdtemp(prefix="cdco-test-prefect-")]
+os.environ["PREFECT_HOME"] = _SESSION_DIRS[0]
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # One numba cache for the whole session (subprocesses inherit it): UMAP's JIT compilation is paid once,
 # not once per test's private CDCO_HOME.
-os.environ.setdefault("NUMBA_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="cdco-test-numba-"))
+if "NUMBA_CACHE_DIR" not in os.environ:
+    _SESSION_DIRS.append(tempfile.mkdtemp(prefix="cdco-test-numba-"))
+    os.environ["NUMBA_CACHE_DIR"] = _SESSION_DIRS[-1]
+# Leave nothing behind in /tmp once the session ends.
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _SESSION_DIRS])
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
