@@ -49,7 +49,7 @@ class TaskEmbeddingGenerator(nn.Module):
             if untasked_view == "agnostic":
                 return h
             every = torch.arange(self.n_tasks, device=h.device)
-            views = [self._apply(h, every[t].expand(h.shape[0])) for t in range(self.n_tasks)]
+            views = [self._generate(h, every[t].expand(h.shape[0])) for t in range(self.n_tasks)]
             return torch.stack(views).mean(0)
         if task_ids.shape != h.shape[:1]:
             raise ValueError(f"task_ids must be (B,) = ({h.shape[0]},), got {tuple(task_ids.shape)}")
@@ -58,9 +58,9 @@ class TaskEmbeddingGenerator(nn.Module):
             raise ValueError(
                 f"task id {int(bad[0])} out of range: this generator has {self.n_tasks} tasks (0..{self.n_tasks - 1})"
             )
-        return self._apply(h, task_ids)
+        return self._generate(h, task_ids)
 
-    def _apply(self, h: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+    def _generate(self, h: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         z = F.layer_norm(h, (self.hidden,)).unsqueeze(1)  # (B, 1, H)
         mid = F.gelu(torch.bmm(z, self.down[task_ids]).squeeze(1) + self.down_bias[task_ids])  # (B, r)
         return h + torch.bmm(mid.unsqueeze(1), self.up[task_ids]).squeeze(1) + self.up_bias[task_ids]  # (B, H)

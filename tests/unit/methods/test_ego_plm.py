@@ -335,3 +335,11 @@ def test_shared_trainer_steps_lower_the_loss(smoke_cfg, tmp_path):
     assert len(hist) == 12 and {"task", "pretext", "consistency"} <= set(hist[0])
     assert sum(r["loss"] for r in hist[-3:]) / 3 < 0.9 * hist[0]["loss"]
     assert sum(r["task"] for r in hist[-3:]) / 3 < 0.7 * hist[0]["task"]
+
+
+def test_generator_moves_with_module_to():
+    """``nn.Module.to`` walks every submodule's ``_apply``: the generator must not shadow it (it once did,
+    and the trainer's ``model.to(device)`` then failed for EGO-PLM only)."""
+    gen = TaskEmbeddingGenerator(n_tasks=2, hidden=8)
+    moved = gen.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in moved.parameters())
