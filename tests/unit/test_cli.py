@@ -29,12 +29,17 @@ def test_help_lists_commands_without_importing_torch():
     assert probe.stdout.split() == ["False", "False"]
 
 
-def test_data_check_prints_rows_labels_digests(tmp_path):
-    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\nbad,neg\n")
+def _check_one_csv_task(tmp_path: Path, name: str, csv: str) -> subprocess.CompletedProcess:
+    """Write train.csv and a one-task spec for it, then run ``cdco data check`` on the spec."""
+    (tmp_path / "train.csv").write_text(csv)
     (tmp_path / "tasks.yaml").write_text(
-        "tasks:\n  - {name: mine, kind: ID, type: classification, files: {train: train.csv},"
+        f"tasks:\n  - {{name: {name}, kind: ID, type: classification, files: {{train: train.csv}},"
         " text: [review], label: rating}\n")
-    out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
+    return _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
+
+
+def test_data_check_prints_rows_labels_digests(tmp_path):
+    out = _check_one_csv_task(tmp_path, "mine", "review,rating\ngood,pos\nbad,neg\n")
     assert out.returncode == 0, out.stderr
     assert "mine  kind=ID" in out.stdout
     assert "train       rows=1" in out.stdout and "validation  rows=1" in out.stdout and "digest=" in out.stdout
@@ -58,10 +63,6 @@ def test_bad_input_is_one_message_and_exit_2(args, message, tmp_path):
 
 
 def test_bad_data_file_exits_2_and_names_row(tmp_path):
-    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\n,neg\n")
-    (tmp_path / "tasks.yaml").write_text(
-        "tasks:\n  - {name: m, kind: ID, type: classification, files: {train: train.csv},"
-        " text: [review], label: rating}\n")
-    out = _cdco("data", "check", "--tasks", str(tmp_path / "tasks.yaml"), env={"CDCO_HOME": str(tmp_path / "h")})
+    out = _check_one_csv_task(tmp_path, "m", "review,rating\ngood,pos\n,neg\n")
     assert out.returncode == 2
     assert "train.csv row 2: column 'review' is empty or NaN" in out.stderr
