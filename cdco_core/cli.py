@@ -78,14 +78,15 @@ def step(name: Annotated[str, typer.Argument(help="embed | manifold | negatives 
 def compare(profile: Profile = "demo", set_: Sets = None,
             methods: Annotated[str | None, typer.Option(help="comma-separated registry names")] = None,
             seeds: Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
-            out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None):
+            out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None,
+            jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     cfg = _load(profile, set_)
     from cdco_core.evaluation.compare import run_comparison
 
     m = [x.strip() for x in methods.split(",")] if methods else None
     s = [int(x) for x in seeds.split(",")] if seeds else None
-    result = run_comparison(cfg, methods=m, seeds=s, out_dir=out)
+    result = run_comparison(cfg, methods=m, seeds=s, out_dir=out, jobs=jobs)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 

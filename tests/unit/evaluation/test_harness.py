@@ -66,6 +66,23 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
         assert again["metrics"][row.task][row.metric] == pytest.approx(row.value, abs=1e-12)
 
 
+def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_path, cdco_home):
+    # two spawned workers (one torch thread each, as this test's process) train and score from an empty cache;
+    # then the same in order, from an empty cache again: every metric equal
+    par = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "par", jobs=2,
+                         threads_per_job=1)
+    for d in ("eval", "runs", "cache/features"):
+        shutil.rmtree(cdco_home / d)
+    ser = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "ser")
+    assert par["table"] == ser["table"]
+    a, b = pd.read_csv(par["csv"]), pd.read_csv(ser["csv"])
+    assert len(a) == len(b) > 0
+    assert a.drop(columns="value").equals(b.drop(columns="value"))
+    assert a.value.to_numpy() == pytest.approx(b.value.to_numpy(), abs=1e-12)
+    with pytest.raises(InputError, match="jobs must be at least 1"):
+        run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "bad", jobs=0)
+
+
 def test_bad_input_fails_before_training(smoke_cfg, tmp_path, cdco_home):
     with pytest.raises(InputError, match=r"unknown method 'lora_xl'; available: .*cdco.*lora_mtl"):
         run_comparison(smoke_cfg, methods=["cdco", "lora_xl"], seeds=[0], out_dir=tmp_path)
