@@ -76,7 +76,7 @@ def step(name: Annotated[str, typer.Argument(help="embed | manifold | negatives 
 @app.command()
 @_user_errors
 def compare(profile: Profile = "demo", set_: Sets = None,
-            methods: Annotated[str | None, typer.Option(help="comma-separated registry names")] = None,
+            methods: Annotated[str | None, typer.Option(help="comma-separated registry names, or all")] = None,
             seeds: Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
             out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):

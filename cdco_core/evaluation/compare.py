@@ -38,10 +38,15 @@ REFERENCE = "cdco"  # the method the bootstrap tests against every other, when i
 
 # ----------------------------------------------------------------------------------------- inputs
 def resolve_methods(cfg: Config, methods: list[str] | None) -> list[str]:
-    """``methods`` or ``cfg.eval.methods``, each checked against the registry (InputError lists the names)."""
-    from cdco_core.methods import get_method
+    """``methods`` or ``cfg.eval.methods``, each checked against the registry (InputError lists the names).
+
+    ``["all"]`` stands for every registered method, in registry order (CDCO, baselines, CA-MTL, EGO-PLM, ablations).
+    """
+    from cdco_core.methods import METHODS, get_method
 
     names = list(methods if methods is not None else cfg.eval.methods)
+    if names == ["all"]:
+        names = list(METHODS)
     if not names:
         raise InputError("no methods to compare; give --methods a,b or set eval.methods")
     dup = sorted({n for n in names if names.count(n) > 1})

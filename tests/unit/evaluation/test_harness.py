@@ -93,6 +93,16 @@ def test_bad_input_fails_before_training(smoke_cfg, tmp_path, cdco_home):
     assert not (cdco_home / "runs").exists()  # nothing was trained
 
 
+def test_all_means_every_registered_method_cdco_first(smoke_cfg):
+    from cdco_core.evaluation.compare import resolve_methods
+    from cdco_core.methods import list_methods
+
+    names = resolve_methods(smoke_cfg, ["all"])
+    assert names[0] == "cdco" and sorted(names) == list_methods() and len(names) == 12
+    with pytest.raises(InputError, match="unknown method 'all'"):  # "all" alone, not mixed with names
+        resolve_methods(smoke_cfg, ["all", "cdco"])
+
+
 def test_cli_unknown_method_is_one_line_exit_2(tmp_path):
     from cdco_core.cli import app
 
