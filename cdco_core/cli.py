@@ -48,7 +48,8 @@ def _load(profile: str, sets: list[str] | None):
 @app.command()
 @_user_errors
 def run(profile: Profile = "demo", set_: Sets = None,
-        methods: Annotated[str | None, typer.Option(help="comma-separated methods; default from config")] = None):
+        methods: Annotated[str | None,
+                           typer.Option(help="comma-separated methods, or all; default from config")] = None):
     """Run the whole pipeline (Prefect flow 'cdco', local mode: no server needed)."""
     cfg = _load(profile, set_)  # validate before any work
     from flows.full_pipeline import run_pipeline

@@ -228,6 +228,13 @@ class EvalConfig(_Strict):
     bootstrap_samples: int = Field(1000, ge=0)
     baseline_for_deltas: str = "lora_mtl"
 
+    @field_validator("methods")
+    @classmethod
+    def _expand_all(cls, v: list[str]) -> list[str]:
+        from cdco_core.methods import expand_methods  # the registry: names only, nothing heavy imported
+
+        return expand_methods(v)
+
 
 # ----------------------------------------------------------------------------------- orchestration
 class OrchestrationConfig(_Strict):

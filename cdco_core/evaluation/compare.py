@@ -42,11 +42,9 @@ def resolve_methods(cfg: Config, methods: list[str] | None) -> list[str]:
 
     ``["all"]`` stands for every registered method, in registry order (CDCO, baselines, CA-MTL, EGO-PLM, ablations).
     """
-    from cdco_core.methods import METHODS, get_method
+    from cdco_core.methods import expand_methods, get_method
 
-    names = list(methods if methods is not None else cfg.eval.methods)
-    if names == ["all"]:
-        names = list(METHODS)
+    names = expand_methods(methods if methods is not None else cfg.eval.methods)
     if not names:
         raise InputError("no methods to compare; give --methods a,b or set eval.methods")
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -47,6 +47,12 @@ METHODS: dict[str, Callable[[], Method]] = {
 }
 
 
+def expand_methods(names: list[str]) -> list[str]:
+    """``["all"]`` -> every registered method in registry order (CDCO, baselines, CA-MTL, EGO-PLM, ablations);
+    any other list unchanged (names are checked by :func:`get_method`)."""
+    return list(METHODS) if list(names) == ["all"] else list(names)
+
+
 def list_methods() -> list[str]:
     """Registered method names, sorted."""
     return sorted(METHODS)

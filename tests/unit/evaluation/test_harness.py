@@ -101,6 +101,8 @@ def test_all_means_every_registered_method_cdco_first(smoke_cfg):
     assert names[0] == "cdco" and sorted(names) == list_methods() and len(names) == 12
     with pytest.raises(InputError, match="unknown method 'all'"):  # "all" alone, not mixed with names
         resolve_methods(smoke_cfg, ["all", "cdco"])
+    # the config takes it too: `cdco run --methods all` and `--set eval.methods=[all]`
+    assert load_config("smoke", ["eval.methods=[all]"]).eval.methods == names
 
 
 def test_cli_unknown_method_is_one_line_exit_2(tmp_path):
