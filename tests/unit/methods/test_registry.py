@@ -51,6 +51,10 @@ def test_baselines_take_cdco_step_budget(smoke_cfg):
     for name in ("lora_mtl", "bottleneck_mtl", "lora_single", "frozen", "full_ft"):
         (stage,) = get_method(name).stages(smoke_cfg)
         assert stage.steps == total and stage.losses == {"task": 1.0} and stage.groups == ["all"]
+        # a linear probe learns at the evaluation's head rate; adapters at the schedule's first-stage rate
+        want = smoke_cfg.eval.head_lr if name == "frozen" else smoke_cfg.train.stages[0].lr
+        assert stage.lr == want
+    assert smoke_cfg.eval.head_lr != smoke_cfg.train.stages[0].lr  # else the line above proves nothing
 
 
 def test_frozen_and_full_ft_train_what_they_say(smoke_cfg):
