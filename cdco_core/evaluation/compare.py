@@ -330,11 +330,14 @@ def _write_plots(out: Path, cfg: Config, numbers, methods, main_metric, kinds, k
     scopes = [k for k in KINDS if k in kinds.values()] + ["overall"]
     means = {m: {k: numbers[m][k]["mean"] for k in scopes} for m in methods}
     sds = {m: {k: numbers[m][k]["sd"] for k in scopes} for m in methods}
-    plots = [str(kind_bars(means, sds, scopes, out / "kinds.png"))]
+    from cdco_core.evaluation.plots import method_colors
+
+    colors = method_colors(methods)
+    plots = [str(kind_bars(means, sds, scopes, out / "kinds.png", colors=colors))]
     base = cfg.eval.baseline_for_deltas
     if base in methods and len(methods) > 1:
         cols = {t: f"{t} ({m})" for t, m in main_metric.items()}
         deltas = {m: {t: numbers[m][c]["mean"] - numbers[base][c]["mean"] for t, c in cols.items()}
                   for m in methods if m != base}
-        plots.append(str(task_deltas(deltas, list(cols), base, out / "deltas.png")))
+        plots.append(str(task_deltas(deltas, list(cols), base, out / "deltas.png", colors=colors)))
     return plots

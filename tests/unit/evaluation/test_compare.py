@@ -107,3 +107,18 @@ def test_single_method_single_seed(tmp_path, smoke_cfg):
     assert [p.split("/")[-1] for p in plots] == ["kinds.png"]  # no baseline to draw deltas against
     md = C.write_markdown(tmp_path / "c.md", smoke_cfg, table, boot, [0], {}, "cdco", plots, 0.5).read_text()
     assert "_No bootstrap: the comparison has a single method._" in md
+
+
+def test_plot_colours_and_range():
+    from cdco_core.evaluation.plots import method_colors, value_range
+    from cdco_core.methods import METHODS
+
+    names = list(METHODS)
+    colours = method_colors(names)
+    assert len(set(colours.values())) == len(names) == 12  # tab10 would repeat two colours
+    assert method_colors(names[:3]) == {m: method_colors(names[:3])[m] for m in names[:3]}
+    assert method_colors(["a", "b"])["b"] != method_colors(["a", "b"])["a"]
+    lo, hi = value_range({"a": {"ID": 0.8, "OOD": 0.7}, "b": {"ID": 0.9, "OOD": float("nan")}},
+                         {"a": {"ID": 0.01, "OOD": 0.02}, "b": {"ID": 0.0}}, margin=0.05)
+    assert (lo, hi) == pytest.approx((0.7 - 0.02 - 0.05, 0.9 + 0.05))
+    assert value_range({"a": {"ID": float("nan")}}, {}) is None
