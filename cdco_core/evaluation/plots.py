@@ -23,9 +23,13 @@ def _pyplot():
 
 def method_colors(methods: list[str]) -> dict[str, tuple[float, ...]]:
     """One colour per method, by its place in ``methods``: the same method has the same colour in every plot of a
-    comparison (the delta plot leaves the baseline out). tab10 up to 10 methods, tab20 beyond (12 are registered)."""
-    cmap = _pyplot().get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    comparison (the delta plot leaves the baseline out). tab10 up to 10 methods; beyond (12 are registered), tab20
+    with its dark shades first and the light ones after, so neighbouring bars never share a hue."""
+    if len(methods) <= 10:
+        cmap, order = _pyplot().get_cmap("tab10"), list(range(10))
+    else:
+        cmap, order = _pyplot().get_cmap("tab20"), [*range(0, 20, 2), *range(1, 20, 2)]
+    return {m: cmap(order[i % len(order)]) for i, m in enumerate(methods)}
 
 
 def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], errors: dict[str, list[float]] | None,
