@@ -251,9 +251,9 @@ def evaluate_all(cfg: Config, methods: list[str], seeds: list[int], tasks: list[
     """``evaluate_step`` for every method x seed, in order; in ``jobs`` spawned processes when ``jobs > 1``.
 
     Each worker runs ``threads_per_job`` torch threads (default: the CPU count divided by ``jobs``, at least 1).
-    On a small CPU, two one-thread workers keep both cores busy through the serial parts (tokenising, head fits,
-    Parquet) that leave a two-thread process half idle. Results are the same as in order, given the same thread
-    count: each method x seed is seeded on its own and its outputs are written atomically.
+    The rationale: a single process leaves cores idle in its serial parts (tokenising, head fits, Parquet); two
+    one-thread workers do not (not benchmarked against one two-thread process). Results are the same as in order,
+    given the same thread count: each method x seed is seeded on its own and its outputs are written atomically.
     """
     from cdco_core.evaluation.pipeline import evaluate_step
 
