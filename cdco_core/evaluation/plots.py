@@ -51,11 +51,10 @@ def value_range(means: dict[str, dict[str, float]], sds: dict[str, dict[str, flo
                 margin: float = 0.05) -> tuple[float, float] | None:
     """y-limits around every mean ± sd, ``margin`` either side (None when nothing is finite). The scores of
     methods worth comparing sit close together; an axis from 0 would flatten their differences."""
-    lo = [m - sds.get(k, {}).get(g, 0.0) for k, v in means.items() for g, m in v.items() if np.isfinite(m)]
-    hi = [m + sds.get(k, {}).get(g, 0.0) for k, v in means.items() for g, m in v.items() if np.isfinite(m)]
-    if not lo:
+    mean_sd = [(m, sds.get(k, {}).get(g, 0.0)) for k, v in means.items() for g, m in v.items() if np.isfinite(m)]
+    if not mean_sd:
         return None
-    return float(np.nanmin(lo)) - margin, float(np.nanmax(hi)) + margin
+    return min(m - s for m, s in mean_sd) - margin, max(m + s for m, s in mean_sd) + margin
 
 
 def _width(groups: int, series: int) -> float:

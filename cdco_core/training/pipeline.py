@@ -167,9 +167,14 @@ def _load_stage_weights(model: Any, plan: TrainPlan, i: int) -> None:
     model.load_trainable_state_dict(load_file(str(plan.stage_dir(i) / "weights.safetensors")))
 
 
-def _run_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
+def _drop_checkpoints(plan: TrainPlan, i: int) -> None:
+    """Delete stage ``i``'s resume checkpoints: once the stage is published nothing reads them."""
     import shutil
 
+    shutil.rmtree(plan.work_dir(i), ignore_errors=True)
+
+
+def _run_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from cdco_core.io import write_json
@@ -211,7 +216,7 @@ def _run_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
         save_file(model.trainable_state_dict(), str(tmp / "weights.safetensors"))
         meta["weights_sha256"] = sha256_file(tmp / "weights.safetensors")
         write_json(meta, tmp / "meta.json")
-    shutil.rmtree(plan.work_dir(i), ignore_errors=True)
+    _drop_checkpoints(plan, i)
     return meta
 
 
@@ -224,10 +229,7 @@ def _summary(plan: TrainPlan, i: int, meta: dict[str, Any], cached: bool) -> dic
 def _ensure_stage(plan: TrainPlan, i: int, on_step: Any) -> dict[str, Any]:
     meta = _read_done(plan, i)
     if meta is not None:
-        if plan.work_dir(i).exists():  # killed between publishing the stage and deleting its checkpoints
-            import shutil
-
-            shutil.rmtree(plan.work_dir(i), ignore_errors=True)
+        _drop_checkpoints(plan, i)  # left behind when killed between publishing the stage and deleting them
         return _summary(plan, i, meta, cached=True)
     if i > 0:
         _ensure_stage(plan, i - 1, on_step)
