@@ -41,10 +41,10 @@ bench: $(STAMP)
 	$(BIN)/cdco bench pipeline
 
 serve: $(STAMP)
-	$(BIN)/python -m cdco_core.serve start
+	$(BIN)/python -m cli.serve start
 
 stop:
-	$(BIN)/python -m cdco_core.serve stop
+	$(BIN)/python -m cli.serve stop
 
 clean:
 	rm -rf .cdco

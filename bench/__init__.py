@@ -6,17 +6,23 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
-BENCHES = {
-    "embed": "bench.embed",
-    "negatives": "bench.negatives",
-    "manifold": "bench.manifold",
-    "train": "bench.train",
-    "pipeline": "bench.pipeline",
-}
+from cdco_core.registry import Registry
+
+# name -> run(quick) -> {"comparisons": [...], ...}; the same registry mechanism as methods and samplers.
+BENCHES: Registry[dict[str, Any]] = Registry("bench")
+
+
+def _register() -> None:
+    """Each benchmark module's ``run``; imported here, when a benchmark is asked for (they import torch)."""
+    from bench import embed, manifold, negatives, pipeline, train
+
+    for name, module in {"embed": embed, "negatives": negatives, "manifold": manifold, "train": train,
+                         "pipeline": pipeline}.items():
+        if name not in BENCHES:
+            BENCHES.register(name, module.run, description=(module.__doc__ or "").strip().splitlines()[0])
 
 
 def machine() -> dict[str, Any]:
@@ -37,10 +43,6 @@ def comparison(name: str, ours: float, peer: float, unit: str, higher_is_better:
 
 
 def run_bench(name: str, quick: bool = False) -> dict[str, Any]:
-    from cdco_core.errors import InputError
-
-    if name not in BENCHES:
-        raise InputError(f"unknown bench {name!r}; available: {', '.join(BENCHES)}")
-    module = importlib.import_module(BENCHES[name])
-    result = module.run(quick=quick)
+    _register()
+    result = BENCHES.entry(name).factory(quick=quick)
     return {"bench": name, "machine": machine(), **result}

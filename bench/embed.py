@@ -51,7 +51,7 @@ def naive_loop(model: Any, tok: Any, texts: list[str], batch_size: int, max_leng
     """What a user writes first: fixed-size batches in input order, padded to the batch's longest, float32."""
     import torch
 
-    from cdco_core.odms.embed import mean_pool
+    from cdco_core.models.pooling import mean_pool
 
     out = []
     with torch.inference_mode():
@@ -106,13 +106,14 @@ def measure_throughput(texts: list[str], chunks: int, max_length: int = 256) -> 
 
 
 def demo_embed_peak_rss(profile: str) -> dict[str, Any]:
-    """Run ``embed_step`` for ``profile`` in a fresh process and CDCO_HOME; its peak RSS (ru_maxrss)."""
-    code = ("import json, resource, time; from cdco_core.config import load_config; "
-            "from cdco_core.odms.pipeline import embed_step; t = time.perf_counter(); "
-            f"r = embed_step(load_config({profile!r})); "
+    """Run the ``embed`` steps of ``profile`` in a fresh process and CDCO_HOME; its peak RSS (ru_maxrss)."""
+    code = ("import json, resource, time; from cdco_core.profile import load_profile; "
+            "from cdco_core.plan import build_plan; from cdco_core.runner import run_plan; t = time.perf_counter(); "
+            f"p = build_plan(load_profile({profile!r})); ids = [n.id for n in p.of_step('embed')]; "
+            "r = run_plan(p, ids); "
             "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-            "'rows': sum(d['rows'] for d in r['datasets'].values()), 'seconds': time.perf_counter() - t, "
-            "'dtype': r['dtype']}))")
+            "'rows': sum(r[i].outputs['rows'] for i in ids), 'seconds': time.perf_counter() - t, "
+            "'dtype': r[ids[0]].outputs['dtype']}))")
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "CDCO_HOME": home, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

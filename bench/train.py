@@ -92,7 +92,7 @@ class Contender:
         from cdco_core.training.trainer import uses_contrastive
 
         self.row, self.work = row, work
-        self.method = get_method(row.method)
+        self.method = get_method(row.method, cfg)
         self.cfg = self.method.configure(cfg)
         ids = [t for t in tasks if t.spec.kind == "ID"]
         torch.manual_seed(0)
@@ -138,8 +138,8 @@ class Contender:
 
 
 def _setup(quick: bool, work: Path) -> tuple[Any, list[Any], str]:
-    from cdco_core.config import load_config
     from cdco_core.data import load_tasks
+    from cdco_core.profile import load_profile as load_config
 
     # no checkpoints inside the timed blocks: their I/O is not a step's cost
     overrides = ["train.checkpoint_every=1000000"]

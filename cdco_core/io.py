@@ -10,9 +10,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -32,6 +33,8 @@ def sha256_frame(df: pd.DataFrame) -> str:
 
     Unlike MLflow's pandas digest it reads every row. List cells are joined with a unit separator.
     """
+    import pandas as pd
+
     h = hashlib.sha256()
     h.update(json.dumps(list(map(str, df.columns))).encode())
     for col in df.columns:

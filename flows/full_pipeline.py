@@ -17,8 +17,8 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdco_core.cache import Record
 from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
-from tasks._cache import output_digest, with_storage
 
 
 class PipelineParams(BaseModel):
@@ -47,104 +47,75 @@ class PipelineParams(BaseModel):
         return v
 
 
-def _run(task: Any, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
-    """Call a task in the flow's process; (result, whether it came from the cache)."""
-    state = task(*args, return_state=True, **kwargs)
-    return state.result(), state.name == "Cached"
-
-
-def _fan_out(task: Any, calls: list[dict[str, Any]], parallel: bool) -> list[tuple[dict[str, Any], bool]]:
-    """Run independent calls: submitted to the task runner (Dask workers) when ``parallel``, else in order."""
-    if not parallel:
-        return [_run(task, **kw) for kw in calls]
-    futures = [task.submit(**kw) for kw in calls]
-    for f in futures:
-        f.wait()
-    return [(f.state.result(), f.state.name == "Cached") for f in futures]
-
-
 @flow(name="cdco-steps", log_prints=True)
 def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dict[str, Any]:
-    """The steps, in order, on the task runner the config chose (see :func:`cdco`)."""
-    t = {name: with_storage(task, storage) for name, task in {
-        "embed": embed.embed_dataset, "manifold": manifold.fit_manifold, "negatives": negatives.build_negatives,
-        "train": train.train_stage, "evaluate": evaluate.evaluate, "report": report.report}.items()}
-    parallel = cfg["orchestration"]["task_runner"] == "dask"
-    steps: dict[str, Any] = {}
+    """Every node of the plan, as Prefect tasks on the task runner the config chose (see :func:`cdco`).
 
-    prepared, _ = _run(prepare.prepare_data, cfg)
-    prepare.log_prepare(parent_run_id, prepared)
-    data = prepare.data_digests(prepared)
-    steps["prepare_data"] = {"cached": False, "digest": output_digest(prepared)}
+    The tasks' data go first; they are checked together before any other task is submitted. Then every node is
+    submitted in plan order with its inputs' futures, and logged to MLflow here, in order, as it finishes.
+    """
+    from cdco_core.plan import build_plan
+    from cdco_core.profile import config_from_json, config_to_json
+    from cdco_core.runner import check_prepared
 
-    emb_digests = _embed_all(t["embed"], cfg, parent_run_id, prepared, data, steps, parallel)
-    man, cached = _run(t["manifold"], cfg, upstream={"embeddings": emb_digests})
-    manifold.log_manifold(parent_run_id, man, cached)
-    steps["fit_manifold"] = {"cached": cached, "digest": output_digest(man)}
-
-    neg, cached = _run(t["negatives"], cfg, upstream={"manifold": steps["fit_manifold"]["digest"]})
-    negatives.log_negatives(parent_run_id, neg, cached)
-    steps["build_negative_index"] = {"cached": cached, "digest": output_digest(neg)}
-
-    # contrastive stages read the negatives table and the OOD texts behind it (the negative bank)
-    negs = {"table": steps["build_negative_index"]["digest"], "ood": prepare.data_digests(prepared, ("OOD",))}
-    trained = _train_all(t["train"], cfg, parent_run_id, prepare.data_digests(prepared, ("ID",)), negs, steps)
-    evals = _evaluate_all(t["evaluate"], cfg, parent_run_id, data, trained, steps, parallel)
-
-    rep, cached = _run(t["report"], cfg, upstream={"evaluations": {k: v["digest"] for k, v in evals.items()}})
-    report.log_report(parent_run_id, rep, cached)
-    steps["report"] = {"cached": cached, "digest": output_digest(rep)}
-    primary = trained[f"{cfg['eval']['methods'][0]}/{cfg['eval']['seeds'][0]}"]
-    registered = register.register_model(cfg, parent_run_id, primary)
-    return {"steps": steps, "evaluations": {k: v["averages"] for k, v in evals.items()},
-            "report": {k: rep[k] for k in ("csv", "md", "plots") if k in rep}, "registered": registered}
-
-
-def _embed_all(embed_task: Any, cfg: dict[str, Any], parent_run_id: str, prepared: dict[str, Any],
-               data: dict[str, str], steps: dict[str, Any], parallel: bool) -> dict[str, str]:
-    """One task per ID/OOD dataset, keyed by that dataset's digest alone; returns {dataset: shards digest}."""
-    names = embed.embedded_datasets(cfg, prepared)
-    calls = [{"cfg": cfg, "dataset": n, "upstream": {"data": data[n]}} for n in names]
-    embedded = _fan_out(embed_task, calls, parallel)
-    embed.log_embed(parent_run_id, embedded)
-    digests = {}
-    for n, (res, cached) in zip(names, embedded, strict=True):
-        digests[n] = output_digest(res)
-        steps[f"embed/{n}"] = {"cached": cached, "digest": digests[n]}
-    return digests
+    conf = config_from_json(cfg)
+    plan = build_plan(conf, report=True)
+    wires = {m: config_to_json(c) for m, c in plan.configs.items()}
+    futures: dict[str, Any] = {}
+    for node in plan.nodes.values():
+        if node.step == "prepare":
+            futures[node.id] = _submit(node, cfg, futures, storage)
+    prepared = {nid: Record.from_dict(futures[nid].result()) for nid in futures}
+    check_prepared(plan, list(prepared.values()))
+    for node in plan.nodes.values():
+        if node.id not in futures:
+            futures[node.id] = _submit(node, wires[node.method] if node.method else cfg, futures, storage)
+    records, cached = dict(prepared), {}
+    for node in plan.nodes.values():
+        records[node.id] = Record.from_dict(futures[node.id].result())
+        cached[node.id] = futures[node.id].state.name == "Cached"
+    _log(parent_run_id, plan, records, cached)
+    primary = plan.last_stage(plan.methods[0], plan.seeds[0])
+    id_tasks = [records[i] for i in primary_inputs(plan, primary.id)]
+    registered = register.register_model(conf, parent_run_id, plan.methods[0], plan.seeds[0], records[primary.id],
+                                         id_tasks)
+    report_rec = records["report"]
+    return {"steps": {nid: {"cached": cached[nid], "digest": r.digest} for nid, r in records.items()
+                      if nid in cached},
+            "evaluations": {n.id: records[n.id].outputs["averages"] for n in plan.of_step("evaluate")},
+            "report": {"dir": report_rec.dir, "csv": str(report_rec.path(report_rec.outputs["csv"])),
+                       "md": str(report_rec.path(report_rec.outputs["md"]))},
+            "registered": registered}
 
 
-def _train_all(stage_task: Any, cfg: dict[str, Any], parent_run_id: str, id_data: dict[str, str],
-               negatives: dict[str, Any], steps: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every method's stages in order, per seed; each stage's key chains the previous stage's digest."""
-    trained: dict[str, dict[str, Any]] = {}
-    for method in cfg["eval"]["methods"]:
-        stages, overrides, reads_negatives = train.method_stages(cfg, method)
-        for seed in cfg["eval"]["seeds"]:
-            previous, last = None, {}
-            for i, stage in enumerate(stages):
-                upstream = {"data": id_data, "previous": previous, "overrides": overrides,
-                            "negatives": negatives if reads_negatives[i] else None}
-                res, cached = _run(stage_task, cfg, method, seed, i, stage, upstream=upstream)
-                train.log_stage(parent_run_id, method, seed, i, stage, res, cached)
-                previous = output_digest(res)
-                steps[f"mac_stage/{method}/{seed}/{i}-{stage['name']}"] = {"cached": cached, "digest": previous}
-                last = res
-            trained[f"{method}/{seed}"] = {"method": method, "seed": seed, "digest": previous, "result": last}
-    return trained
+def primary_inputs(plan: Any, node_id: str) -> list[str]:
+    """The ID tasks a training node reads (the heads a registered model carries), in task-id order."""
+    return [i for i in plan.nodes[node_id].inputs if i.startswith("prepare[")]
 
 
-def _evaluate_all(eval_task: Any, cfg: dict[str, Any], parent_run_id: str, data: dict[str, str],
-                  trained: dict[str, dict[str, Any]], steps: dict[str, Any], parallel: bool) -> dict[str, Any]:
-    keys = list(trained)
-    calls = [{"cfg": cfg, "method": trained[k]["method"], "seed": trained[k]["seed"],
-              "upstream": {"trained": trained[k]["digest"], "data": data}} for k in keys]
-    out = {}
-    for k, (res, cached) in zip(keys, _fan_out(eval_task, calls, parallel), strict=True):
-        evaluate.log_evaluate(parent_run_id, res, cached)
-        steps[f"evaluate/{k}"] = {"cached": cached, "digest": output_digest(res)}
-        out[k] = {"digest": steps[f"evaluate/{k}"]["digest"], "averages": res.get("averages")}
-    return out
+def _submit(node: Any, wire: dict[str, Any], futures: dict[str, Any], storage: str) -> Any:
+    """Submit ``node``'s task with its inputs' futures (Prefect draws the graph's edges from them)."""
+    from tasks.run import step_task
+
+    task = step_task(node.step, node.id, storage)
+    return task.submit(wire, node.as_dict(), {i: futures[i] for i in node.inputs})
+
+
+def _log(parent_run_id: str, plan: Any, records: dict[str, Record], cached: dict[str, bool]) -> None:
+    """One nested MLflow run per step (embeddings together), in plan order."""
+    prepare.log_prepare(parent_run_id, [records[n.id] for n in plan.of_step("prepare")])
+    embeds = [records[n.id] for n in plan.of_step("embed")]
+    if embeds:
+        embed.log_embed(parent_run_id, embeds, {records[n.id].key: cached[n.id] for n in plan.of_step("embed")})
+    for n in plan.of_step("manifold"):
+        manifold.log_manifold(parent_run_id, records[n.id], cached[n.id])
+    for n in plan.of_step("negatives"):
+        negatives.log_negatives(parent_run_id, records[n.id], cached[n.id])
+    for n in plan.of_step("train"):
+        train.log_stage(parent_run_id, n.id, records[n.id], cached[n.id])
+    for n in plan.of_step("evaluate"):
+        evaluate.log_evaluate(parent_run_id, n.id, records[n.id], cached[n.id])
+    report.log_report(parent_run_id, records["report"], cached["report"])
 
 
 def task_runner(cfg: Any) -> Any:
@@ -163,16 +134,21 @@ def task_runner(cfg: Any) -> Any:
 
 
 @flow(name="cdco", log_prints=True, validate_parameters=True)
-def cdco(profile: str = "demo", overrides: list[str] | None = None) -> dict[str, Any]:
+def cdco(profile: str = "demo", overrides: list[str] | None = None,
+         config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole pipeline for one profile; parameters are validated by :class:`PipelineParams`.
 
+    ``config`` is the already validated config as JSON with its digest (``cdco run`` passes it, so the profile is
+    validated once per process); a deployment run leaves it out and the profile is loaded here.
     Fails before any work when the config is invalid or the MLflow tracking store cannot be reached.
     """
-    from cdco_core import tracking
-    from cdco_core.config import cdco_home, config_to_yaml, load_config
+    from cdco_core.config import config_to_yaml
+    from cdco_core.paths import cdco_home
+    from cdco_core.profile import config_from_json, config_to_json, load_profile
+    from tasks import tracking
 
     params = PipelineParams(profile=profile, overrides=list(overrides or []))
-    cfg = load_config(params.profile, params.overrides)
+    cfg = config_from_json(config) if config else load_profile(params.profile, params.overrides)
     flow_run_id = _flow_run_id()
     tags = {"prefect.flow_run_id": flow_run_id or "", "cdco.profile": cfg.profile,
             "cdco.overrides": " ".join(params.overrides)[:4000]}
@@ -181,7 +157,7 @@ def cdco(profile: str = "demo", overrides: list[str] | None = None) -> dict[str,
         _log_config(cfg, params, config_to_yaml(cfg))
         storage = str(cdco_home() / "cache" / "prefect")
         steps = pipeline_steps.with_options(task_runner=task_runner(cfg))
-        result = steps(cfg.model_dump(mode="json"), run_id, storage)
+        result = steps(config_to_json(cfg), run_id, storage)
     return {"profile": cfg.profile, "mlflow_run_id": run_id, "flow_run_id": flow_run_id, **result}
 
 
@@ -212,27 +188,27 @@ def _tag_prefect_run(flow_run_id: str | None, mlflow_run_id: str) -> None:
         client.update_flow_run_labels(flow_run_id, {"mlflow.run_id": mlflow_run_id})
 
 
-def run_pipeline(profile: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the flow in this process (``cdco run``): against ``$PREFECT_API_URL`` if set, else Prefect's local
-    mode (a temporary server on a SQLite database under ``CDCO_HOME/prefect``). No server is needed.
+def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the flow in this process (``cdco run``) on the validated ``cfg`` of ``profile`` + ``overrides``:
+    against ``$PREFECT_API_URL`` if set, else Prefect's local mode (a temporary server on a SQLite database under
+    ``CDCO_HOME/prefect``). No server is needed.
 
     Raises:
-        InputError: bad profile or override, unreachable tracking store: before any work.
+        InputError: unreachable tracking store, bad task data: before any training.
     """
-    from cdco_core import tracking
-    from cdco_core.config import load_config
+    from cdco_core.profile import config_to_json
+    from tasks import tracking
 
-    load_config(profile, list(overrides or []))
     tracking.check_tracking()
     with local_prefect_settings():
-        return cdco(profile=profile, overrides=list(overrides or []))
+        return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg))
 
 
 def local_prefect_settings() -> Any:
     """Settings for a local run: PREFECT_HOME under CDCO_HOME unless the user set one; no telemetry."""
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
-    from cdco_core.config import cdco_home
+    from cdco_core.paths import cdco_home
 
     updates: dict[Any, Any] = {PREFECT_SERVER_ANALYTICS_ENABLED: False}
     if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:

@@ -4,7 +4,7 @@ Each run computes the canonical digest of every configured dataset (the same dig
 keys use), compares it with the digests it recorded last time (``CDCO_HOME/sensor/<profile>-<h>.json``) and
 emits one event per changed or newly configured dataset. The first run for a profile records a baseline
 and emits nothing (there is nothing to compare with). The ``full-pipeline`` deployment has a trigger on
-the event (see :mod:`cdco_core.serve`), so a changed dataset re-runs the pipeline, which recomputes only
+the event (see :mod:`cli.serve`), so a changed dataset re-runs the pipeline, which recomputes only
 what depends on it.
 """
 
@@ -27,8 +27,8 @@ def dataset_digests(cfg: Any) -> dict[str, str]:
 
 
 def state_path(profile: str, overrides: list[str]) -> Path:
-    from cdco_core.config import cdco_home
     from cdco_core.io import sha256_json
+    from cdco_core.paths import cdco_home
 
     return cdco_home() / "sensor" / f"{Path(profile).stem}-{sha256_json(sorted(overrides))[:8]}.json"
 

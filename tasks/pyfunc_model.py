@@ -41,15 +41,17 @@ def load_adapter_model(artifacts: dict[str, str]) -> tuple[Any, Any, int]:
     import yaml
     from safetensors.torch import load_file
 
-    from cdco_core.config import Config, TaskSpec
+    from cdco_core.config import Config
     from cdco_core.data import TaskData
+    from cdco_core.data.spec import TaskSpec
     from cdco_core.methods import get_method
 
     heads = json.loads(open(artifacts["heads"], encoding="utf-8").read())
     raw = yaml.safe_load(open(artifacts["config"], encoding="utf-8").read())
     raw["model"]["source"] = artifacts["base"]  # the logged clean base, not wherever it came from
-    method = get_method(heads["method"])
-    cfg = method.configure(Config.model_validate(raw))
+    base = Config.model_validate(raw)
+    method = get_method(heads["method"], base)
+    cfg = method.configure(base)
     tasks = [TaskData(spec=TaskSpec.model_validate(t["spec"]), label_names=t["label_names"],
                       splits={"train": pd.DataFrame(index=range(t["train_rows"]))}, digests={})
              for t in heads["tasks"]]

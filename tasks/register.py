@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from cdco_core.cache import Record
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -20,39 +19,37 @@ def registered_name(profile: str) -> str:
     return f"cdco-{profile}"
 
 
-@task(name="register_model", cache_policy=NO_CACHE, persist_result=False)
-def register_model(cfg: dict[str, Any], parent_run_id: str, trained: dict[str, Any]) -> dict[str, Any] | None:
-    """``trained`` = the primary method's {method, seed, result: last stage summary}. Returns name/version."""
-    from cdco_core.config import Config
-
-    conf = Config.model_validate(cfg)
-    if not conf.orchestration.register_model or not trained.get("result"):
-        return None  # disabled, or a method without training stages: nothing to register
-    weights = Path(trained["result"]["path"]) / "weights.safetensors"
-    sha = trained["result"]["weights_sha256"]
-    name = registered_name(conf.profile)
+def register_model(cfg: Any, parent_run_id: str, method: str, seed: int, final: Record,
+                   id_tasks: list[Record]) -> dict[str, Any] | None:
+    """Register the trained ``method``/``seed`` (its last stage ``final``); returns name/version, or None when
+    registration is off. A version with the same weights sha256 is reused."""
+    if not cfg.orchestration.register_model:
+        return None
+    weights = final.path("weights.safetensors")
+    sha = final.outputs["weights_sha256"]
+    name = registered_name(cfg.profile)
     existing = find_version(name, sha)
     if existing is not None:
         return {"name": name, "version": existing, "weights_sha256": sha, "reused": True}
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = model_artifacts(conf, trained["method"], trained["seed"], weights, Path(tmp))
-        version = log_and_register(parent_run_id, name, artifacts, sha, trained)
+        artifacts = model_artifacts(cfg, method, seed, weights, id_tasks, Path(tmp))
+        version = log_and_register(parent_run_id, name, artifacts, sha, {"method": method, "seed": seed})
     return {"name": name, "version": version, "weights_sha256": sha, "reused": False}
 
 
-def model_artifacts(cfg: Any, method: str, seed: int, weights: Path, tmp: Path) -> dict[str, str]:
+def model_artifacts(cfg: Any, method: str, seed: int, weights: Path, id_tasks: list[Record],
+                    tmp: Path) -> dict[str, str]:
     """Files the pyfunc model needs: clean base, weights, resolved config, training tasks' heads."""
     from cdco_core.config import config_to_yaml
+    from cdco_core.methods import get_method
     from cdco_core.models.encoder import clean_base_path
-    from cdco_core.training.pipeline import plan_training
 
-    plan = plan_training(cfg, method, seed)
     heads = {"method": method, "seed": seed,
-             "tasks": [{"spec": t.spec.model_dump(mode="json"), "label_names": t.label_names,
-                        "train_rows": len(t.splits["train"])} for t in plan.tasks]}
+             "tasks": [{"spec": r.outputs["spec"], "label_names": r.outputs["label_names"],
+                        "train_rows": r.outputs["splits"]["train"]["rows"]} for r in id_tasks]}
     (tmp / "heads.json").write_text(json.dumps(heads, indent=2), encoding="utf-8")
     (tmp / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
-    base = clean_base_path(plan.cfg.model, tmp)
+    base = clean_base_path(get_method(method, cfg).configure(cfg).model, tmp)
     return {"base": str(base), "weights": str(weights), "config": str(tmp / "config.yaml"),
             "heads": str(tmp / "heads.json")}
 

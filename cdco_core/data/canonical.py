@@ -15,16 +15,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from cdco_core.config import PROJECT_ROOT, DataConfig, TaskFile, TaskSpec, cdco_home
 from cdco_core.data.sources import RawSource, load_source
+from cdco_core.data.spec import DataConfig, TaskFile, TaskSpec
 from cdco_core.errors import DataError
 from cdco_core.io import atomic_dir, sha256_frame, sha256_json
+from cdco_core.paths import PROJECT_ROOT, cdco_home
 
 LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
 
@@ -149,6 +151,20 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
         meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     task.path = cache_dir
+    return task
+
+
+def open_task(record: Any) -> TaskData:
+    """The task a ``prepare`` record names (:mod:`cdco_core.steps.prepare`), read from its cache folder.
+
+    Raises:
+        DataError: the cached table is gone or no longer has the content digest the record holds.
+    """
+    spec = TaskSpec.model_validate(record.outputs["spec"])
+    task = _read_cache(spec, Path(record.dir))
+    if task is None or task.digest != record.digest:
+        raise DataError(f"task {spec.name!r}: its cached table in {record.dir} changed since it was prepared; "
+                        "run the command again")
     return task
 
 

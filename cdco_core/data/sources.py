@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdco_core.config import PROJECT_ROOT, TaskSpec
 from cdco_core.data.readers import read_table
+from cdco_core.data.spec import TaskSpec
 from cdco_core.errors import DataError, OfflineError
 from cdco_core.io import sha256_file
+from cdco_core.paths import PROJECT_ROOT
 
 
 @dataclass

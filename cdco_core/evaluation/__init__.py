@@ -5,8 +5,8 @@ Modules:
     heads      the fixed-budget fresh head trained on frozen features (OOD and KI tasks)
     features   feature extraction from a trained model (``model.encode(..., task_ids=None)``), cached
     bootstrap  the paired bootstrap over examples (CDCO against each baseline)
-    pipeline   ``evaluate_step(cfg, method, seed)``: one method and seed on every task
-    compare    ``run_comparison(cfg, methods, seeds, out_dir)``: the comparison table, CSV and plots
+    scoring    ``evaluate_model``: one trained model on every task (the ``evaluate`` step calls it)
+    compare    ``write_report``: the comparison table, CSV, bootstrap and plots (the ``report`` step calls it)
     plots      grouped bars by kind, per-task deltas against a baseline
 
 Imports stay light here: torch and matplotlib are imported by the modules that need them.

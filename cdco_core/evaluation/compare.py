@@ -1,6 +1,6 @@
-"""``run_comparison``: every method x seed on the same splits, one table, a paired bootstrap, plots.
+"""The comparison report: every method x seed on the same splits, one table, a paired bootstrap, plots.
 
-Outputs in ``out_dir`` (default ``CDCO_HOME/compare/<profile>/``):
+Files written by :func:`write_report` (the ``report`` step):
     comparison.csv      long form: method, seed, task, kind, metric, value. Per-task rows carry every metric
                         that fits the task; rows with task "average" carry the kind averages (kind ID, OOD,
                         KI or overall; metric "main" = the mean of the per-task main metrics).
@@ -14,21 +14,17 @@ Outputs in ``out_dir`` (default ``CDCO_HOME/compare/<profile>/``):
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cdco_core.config import Config, cdco_home
-from cdco_core.errors import InputError
+from cdco_core.config import Config
 from cdco_core.evaluation.bootstrap import PairedTask, bootstrap_replicates, summarize
 from cdco_core.evaluation.metrics import METRIC_FUNCS
-from cdco_core.evaluation.pipeline import KINDS, load_checked_tasks, method_config
+from cdco_core.evaluation.scoring import KINDS
 from cdco_core.io import write_json, write_text
 
 AVERAGE_TASK = "average"
@@ -36,36 +32,9 @@ SCOPES = (*KINDS, "overall")
 REFERENCE = "cdco"  # the method the bootstrap tests against every other, when it is in the comparison
 
 
-# ----------------------------------------------------------------------------------------- inputs
-def resolve_methods(cfg: Config, methods: list[str] | None) -> list[str]:
-    """``methods`` or ``cfg.eval.methods``, each checked against the registry (InputError lists the names).
-
-    ``["all"]`` stands for every registered method, in registry order (CDCO, baselines, CA-MTL, EGO-PLM, ablations).
-    """
-    from cdco_core.methods import expand_methods, get_method
-
-    names = expand_methods(methods if methods is not None else cfg.eval.methods)
-    if not names:
-        raise InputError("no methods to compare; give --methods a,b or set eval.methods")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise InputError(f"method(s) {dup} given more than once")
-    for n in names:
-        get_method(n)
-    return names
-
-
-def resolve_seeds(cfg: Config, seeds: list[int] | None) -> list[int]:
-    """``seeds`` or ``cfg.eval.seeds``: at least one, non-negative, no repeats."""
-    s = list(seeds if seeds is not None else cfg.eval.seeds)
-    if not s or any((not isinstance(x, int)) or x < 0 for x in s) or len(set(s)) != len(s):
-        raise InputError(f"seeds must be distinct non-negative integers, at least one; got {s}")
-    return s
-
-
 # ------------------------------------------------------------------------------------------ table
 def long_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """comparison.csv rows from evaluate_step results."""
+    """comparison.csv rows from the ``evaluate`` steps' metrics."""
     rows = []
     for r in results:
         for task, ms in r["metrics"].items():
@@ -204,22 +173,7 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
     return write_text("\n".join(lines), path)
 
 
-# -------------------------------------------------------------------------------------------- run
-def _validate_all(cfg: Config, methods: list[str], tasks: list[str] | None) -> list[str]:
-    """Check every method's config and tasks before any training starts.
-
-    Returns:
-        The task names in table order: by kind (ID, OOD, KI), then as configured.
-    """
-    from cdco_core.methods import get_method
-
-    order: list[str] = []
-    for m in methods:
-        checked = load_checked_tasks(method_config(cfg, get_method(m)), tasks)
-        order = [t.name for t in sorted(checked, key=lambda t: KINDS.index(t.spec.kind))]
-    return order
-
-
+# ----------------------------------------------------------------------------------------- report
 def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str, str]:
     """Per task: the protocol when every method used the same one, else "method: protocol" for each."""
     notes = {}
@@ -230,79 +184,27 @@ def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str
     return notes
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _prepare_upstream(cfg: Config, methods: list[str], seed: int) -> None:
-    """Build (or verify) every method's ODMS negatives here, once, before workers start: two workers needing the
-    same embeddings, manifold or index would otherwise both compute them."""
-    from cdco_core.methods import get_method
-    from cdco_core.training.pipeline import plan_training
-
-    for m in methods:
-        plan_training(method_config(cfg, get_method(m)), m, seed)
-
-
-def evaluate_all(cfg: Config, methods: list[str], seeds: list[int], tasks: list[str] | None = None,
-                 jobs: int = 1, threads_per_job: int | None = None) -> list[dict[str, Any]]:
-    """``evaluate_step`` for every method x seed, in order; in ``jobs`` spawned processes when ``jobs > 1``.
-
-    Each worker runs ``threads_per_job`` torch threads (default: the CPU count divided by ``jobs``, at least 1).
-    The rationale: a single process leaves cores idle in its serial parts (tokenising, head fits, Parquet); two
-    one-thread workers do not (not benchmarked against one two-thread process). Results are the same as in order,
-    given the same thread count: each method x seed is seeded on its own and its outputs are written atomically.
-    """
-    from cdco_core.evaluation.pipeline import evaluate_step
-
-    pairs = [(m, s) for m in methods for s in seeds]
-    if jobs < 1:
-        raise InputError(f"jobs must be at least 1; got {jobs}")
-    if jobs == 1 or len(pairs) == 1:
-        return [evaluate_step(cfg, m, s, tasks) for m, s in pairs]
-    _prepare_upstream(cfg, methods, seeds[0])
-    threads = threads_per_job or max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with ProcessPoolExecutor(min(jobs, len(pairs)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(evaluate_step, cfg, m, s, tasks) for m, s in pairs]
-        return [f.result() for f in futures]
-
-
-def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
-                   out_dir: str | Path | None = None, tasks: list[str] | None = None, jobs: int = 1,
-                   threads_per_job: int | None = None) -> dict[str, Any]:
-    """Train (cached) and evaluate every method x seed; write the table, bootstrap and plots.
+def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods: list[str], seeds: list[int],
+                 t0: float) -> dict[str, Any]:
+    """The comparison files in ``out`` from the evaluations of every method x seed.
 
     Args:
-        cfg: validated config (its profile names the default output folder).
-        methods: registry names; default ``cfg.eval.methods``.
-        seeds: default ``cfg.eval.seeds``.
-        out_dir: default ``CDCO_HOME/compare/<profile>/``.
-        tasks: restrict evaluation to these task names (default: all configured).
-        jobs, threads_per_job: parallel worker processes and torch threads in each (:func:`evaluate_all`).
+        cfg: the validated config (profile, bootstrap settings, evaluation budget for the text).
+        results: the ``evaluate`` steps' metrics (``metrics.json``) with ``predictions`` = its Parquet path.
+        out: the folder to write (see the module docstring).
+        methods, seeds: the table's rows and the seeds, in order.
+        t0: ``time.perf_counter()`` when the comparison started (for the wall time in comparison.md).
 
     Returns:
-        {"csv", "md", "plots": [...], "table": [{method, column: "mean ± sd"}], "numbers", "bootstrap",
-         "out_dir", "wall_s"}
-
-    Raises:
-        InputError: unknown method or task, a metric that does not fit, a missing split: before any training.
+        {"csv", "md", "plots": [...] (file names in ``out``), "table": [{method, column: "mean ± sd"}], "numbers",
+         "bootstrap", "methods", "seeds", "wall_s"}
     """
     from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
 
-    t0 = time.perf_counter()
-    methods = resolve_methods(cfg, methods)
-    seeds = resolve_seeds(cfg, seeds)
-    order = _validate_all(cfg, methods, tasks)
-    out = Path(out_dir) if out_dir is not None else cdco_home() / "compare" / cfg.profile
-    out.mkdir(parents=True, exist_ok=True)
-
-    results = evaluate_all(cfg, methods, seeds, tasks, jobs, threads_per_job)
-    main_metric = {t: results[0]["main_metric"][t] for t in order}
-    kinds = {t: results[0]["kinds"][t] for t in order}
+    first = results[0]
+    order = sorted(first["kinds"], key=lambda t: KINDS.index(first["kinds"][t]))  # by kind, then as configured
+    main_metric = {t: first["main_metric"][t] for t in order}
+    kinds = {t: first["kinds"][t] for t in order}
     protocol = _protocol_notes(results, order)
 
     long = long_frame(results)
@@ -318,7 +220,7 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
     plots = _write_plots(out, cfg, numbers, methods, main_metric, kinds, plot_kind_bars, plot_task_deltas)
     wall = time.perf_counter() - t0
     md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, reference, plots, wall)
-    result = {"csv": str(csv_path), "md": str(md_path), "plots": plots, "out_dir": str(out),
+    result = {"csv": csv_path.name, "md": md_path.name, "plots": [Path(p).name for p in plots],
               "table": table.reset_index().to_dict(orient="records"), "numbers": numbers,
               "bootstrap": boot.to_dict(orient="records"), "methods": methods, "seeds": seeds,
               "wall_s": round(wall, 2)}

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cdco_core.config import cdco_home
 from cdco_core.io import atomic_path, sha256_json
+from cdco_core.paths import cdco_home
 
 FEATURES_VERSION = "1"  # bump when the extraction changes: every cached feature file is rebuilt
 

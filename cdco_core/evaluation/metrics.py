@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cdco_core.config import METRICS_BY_TYPE, TaskSpec
+from cdco_core.data.spec import METRICS_BY_TYPE, TaskSpec
 from cdco_core.errors import InputError
 
 

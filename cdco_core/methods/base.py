@@ -3,8 +3,8 @@
 The trainer (``cdco_core.training``) is shared: it samples batches, attaches hard negatives when the method
 uses them, calls :meth:`Method.loss_terms`, weights the returned terms by ``stage.losses`` and steps the
 optimizer over the parameters of the stage's groups. A new method subclasses :class:`Method` in its own folder
-``cdco_core/methods/<name>/`` (exposing ``build_method(**kwargs) -> Method``) and adds one registry line to
-``cdco_core/methods/__init__.py``.
+``cdco_core/methods/<name>/`` whose ``__init__`` registers it (:func:`cdco_core.methods.registry.register_method`)
+and adds one import line to ``cdco_core/methods/__init__.py``.
 
 Loss terms (keys of the dict ``loss_terms`` returns, weighted by ``stage.losses``)::
 
@@ -34,7 +34,7 @@ class StepContext:
     """What a loss step may need besides the model and the batch.
 
     Attributes:
-        cfg: the run's config (after the method's ``config_overrides``).
+        cfg: the method's config (:meth:`Method.configure` of the run's config).
         stage_index: position of the stage in the method's schedule.
         step: step within the stage (0-based).
         global_step: steps taken in earlier stages plus ``step``.
@@ -56,8 +56,7 @@ class Method:
     Attributes:
         name: registry name.
         description: one line for tables and ``--help``.
-        config_overrides: ``key=value`` overrides applied to the config before the method runs
-            (e.g. ``["negatives.mode=random"]``); they enter every cache key like any config change.
+        settings: the method's own validated settings (``method_settings.<name>``), None when it has none.
         uses_negatives: the trainer loads ODMS hard negatives and keeps a negative bank (``batch.negatives``).
         sampler: task sampler name; None = ``cfg.train.sampler``.
         adapter_type: lora | bottleneck | none; None = ``cfg.adapters.type``.
@@ -67,7 +66,7 @@ class Method:
 
     name: str = "base"
     description: str = "multi-task adapters, task loss only"
-    config_overrides: list[str] = []
+    settings: Any = None
     uses_negatives: bool = False
     sampler: str | None = None
     adapter_type: str | None = None
@@ -76,13 +75,9 @@ class Method:
 
     # ------------------------------------------------------------------------------------------- config
     def configure(self, cfg: Config) -> Config:
-        """The config this method runs with: ``cfg`` plus :attr:`config_overrides` (validated again)."""
-        if not self.config_overrides:
-            return cfg
-        from cdco_core.config import Config, apply_overrides
-
-        raw = apply_overrides(cfg.model_dump(mode="json"), list(self.config_overrides))
-        return Config.model_validate(raw)
+        """The config this method runs with. Default: ``cfg`` itself; an ablation may change shared sections
+        (e.g. the negatives' mode), which then enter the cache keys of the steps that read them."""
+        return cfg
 
     def stages(self, cfg: Config) -> list[StageConfig]:
         """The schedule. Default: one task-loss stage on all groups with the same total step budget as

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cdco_core.config import ModelConfig, cdco_home
+from cdco_core.config import ModelConfig
 from cdco_core.errors import ConfigError, OfflineError
 from cdco_core.io import sha256_file, sha256_json, write_json
+from cdco_core.paths import cdco_home
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

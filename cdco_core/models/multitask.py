@@ -20,6 +20,7 @@ from torch import nn
 from cdco_core.errors import ConfigError
 from cdco_core.models.adapters import activate_adapter, adapters_disabled, is_adapter_param, layer_index
 from cdco_core.models.heads import HeadSpec, build_head
+from cdco_core.models.pooling import mean_pool
 
 if TYPE_CHECKING:
     from cdco_core.config import Config
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
     from cdco_core.training.batches import Batch
 
 PROJECTION_PREFIXES = ("euclidean_proj.", "poincare_proj.")
-
-
-def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over tokens: (B, T, H), (B, T) -> (B, H)."""
-    m = attention_mask.unsqueeze(-1).to(last_hidden.dtype)  # (B, T, 1)
-    return (last_hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class MultiTaskModel(nn.Module):

@@ -19,24 +19,6 @@ if TYPE_CHECKING:
     import torch
 
 
-def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the token states over the real (unmasked) tokens.
-
-    ``pooled_b = sum_t m_bt * h_bt / max(sum_t m_bt, eps)``
-
-    Args:
-        last_hidden: (B, T, H) token states.
-        attention_mask: (B, T) 1 for real tokens, 0 for padding.
-
-    Returns:
-        (B, H) pooled states (not normalised).
-    """
-    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)  # (B, T, 1)
-    summed = (last_hidden * mask).sum(dim=1)  # (B, H)
-    counts = mask.sum(dim=1).clamp(min=1e-9)  # (B, 1): an all-padding row gives 0, not NaN
-    return summed / counts
-
-
 def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
     """The encoder's compute dtype for ``embed.dtype``: "auto" = bfloat16 where the hardware runs it natively.
 
@@ -139,6 +121,8 @@ def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Seq
     """
     import torch
     from tqdm.auto import tqdm
+
+    from cdco_core.models.pooling import mean_pool
 
     if texts_b is not None and len(texts_b) != len(texts_a):
         raise InputError(f"texts_b has {len(texts_b)} rows but texts_a has {len(texts_a)}; give one per row")

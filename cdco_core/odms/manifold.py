@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from cdco_core.config import cdco_home
 from cdco_core.errors import InputError
 from cdco_core.io import atomic_path, sha256_file
+from cdco_core.paths import cdco_home
 
 
 def use_numba_cache(home: Path | None = None) -> Path:

@@ -19,18 +19,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="override key.sub=value")
     args = parser.parse_args(argv)
 
-    from cdco_core.config import load_config
     from cdco_core.errors import InputError
-    from cdco_core.training.pipeline import train_all_stages
+    from cdco_core.plan import build_plan
+    from cdco_core.profile import load_profile
+    from cdco_core.runner import run_plan
 
     try:
-        cfg = load_config(args.profile, args.sets)
-        result = train_all_stages(cfg, args.method or cfg.eval.methods[0],
-                                  cfg.seed if args.seed is None else args.seed)
+        cfg = load_profile(args.profile, args.sets)
+        method = args.method or cfg.eval.methods[0]
+        plan = build_plan(cfg, [method], [cfg.seed if args.seed is None else args.seed])
+        targets = [n.id for n in plan.of_step("train")]
+        records = run_plan(plan, targets)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps({t: records[t].as_dict() for t in targets}, indent=2, default=str))
     return 0
 
 

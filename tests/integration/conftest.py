@@ -1,6 +1,6 @@
 """One real local stack per session: Prefect server + MLflow server + the deployment's serve process.
 
-Started with ``cdco_core.serve.start`` on free loopback ports, with its state (PREFECT_HOME, the MLflow
+Started with ``cli.serve.start`` on free loopback ports, with its state (PREFECT_HOME, the MLflow
 store, CDCO_HOME) under a temporary folder; every integration test runs against this one Prefect server.
 The test profile is the smoke profile plus a KI task read from a CSV in the temporary folder (so a test can
 change one dataset), with the Dask task runner (2 local workers) for the served runs.
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cdco_core.config import CONF_DIR
+from cdco_core.paths import CONF_DIR
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def write_profile(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """The running stack: {"home", "profile", "urls", "pids", "ki_csv"}; stopped by PID at the end."""
-    from cdco_core import serve
+    from cli import serve
 
     root = tmp_path_factory.mktemp("stack")
     home = root / "home"

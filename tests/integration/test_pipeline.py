@@ -132,7 +132,7 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
 def test_stop_by_pid_leaves_deployment_unpaused(on_stack) -> None:
     from prefect import get_client
 
-    from cdco_core import serve
+    from cli import serve
 
     records = serve.read_records(on_stack["home"])
     assert serve._terminate(records["deployment"], 30) == "stopped"

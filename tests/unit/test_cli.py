@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cdco(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cdco_core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -24,7 +24,7 @@ def test_help_lists_commands_without_importing_torch():
         assert cmd in out.stdout
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import sys, cdco_core.cli; print('torch' in sys.modules, 'prefect' in sys.modules)"],
+         "import sys, cli.main; print('torch' in sys.modules, 'prefect' in sys.modules)"],
         capture_output=True, text=True, cwd=ROOT)
     assert probe.stdout.split() == ["False", "False"]
 

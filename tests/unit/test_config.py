@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cdco_core.config import CONF_DIR, apply_overrides, cdco_home, load_config, parse_override
+from cdco_core.config import apply_overrides, load_config, parse_override
 from cdco_core.data import read_task_file
 from cdco_core.errors import ConfigError
+from cdco_core.paths import CONF_DIR, cdco_home
 
 PROFILES = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 TASK_FILES = sorted((CONF_DIR / "tasks").glob("*.yaml"))

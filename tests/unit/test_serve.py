@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cdco_core import serve
+from cli import serve
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cdco_core import tracking
+from tasks import tracking
 
 
 def test_tracking_uri_defaults_under_cdco_home(monkeypatch, cdco_home) -> None:

@@ -1,81 +1,28 @@
-"""Baselines on the shared trainer: task loss only, the same total steps as CDCO's schedule.
-
-    lora_mtl        shared LoRA adapters in every layer, all tasks                (CDCO without its contrastive terms)
-    bottleneck_mtl  shared bottleneck adapters in every layer, all tasks
-    lora_single     one LoRA adapter set per ID task; a batch (one task) trains its task's set. Without a task id
-                    (OOD/KI evaluation) the largest ID task's set is used.
-    frozen          frozen encoder, task heads only: a linear probe, trained at ``eval.head_lr`` (the rate the
-                    evaluation gives every fresh head) for the same step budget. At adapter rates (~1e-3) a probe on
-                    MiniLM's unit-norm embeddings barely leaves the class prior: sms_spam stayed at the majority class
-    full_ft         every encoder weight trained; the encoder's lr is stage lr x FULL_FT_LR_SCALE (adapter
-                    learning rates of ~1e-3 wreck a pre-trained encoder), heads keep the stage lr
-"""
+"""Baselines on the shared trainer (task loss only, the same total steps as CDCO): see :mod:`.method`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
-from cdco_core.errors import InputError
-from cdco_core.methods.base import Method
+from cdco_core.methods.registry import register_method
 
 if TYPE_CHECKING:
-    import torch
-
-    from cdco_core.config import Config, StageConfig
-    from cdco_core.models.multitask import MultiTaskModel
-
-FULL_FT_LR_SCALE = 0.05  # 1e-3 -> 5e-5, the usual BERT fine-tuning rate
+    from cdco_core.methods.base import Method
 
 
-class LoraMTL(Method):
-    name = "lora_mtl"
-    description = "multi-task LoRA, task loss only"
-    adapter_type = "lora"
+def build_baseline(kind: str, settings: object = None) -> Method:
+    """The baseline ``kind`` (a key of :data:`.method.BASELINES`); baselines take no settings."""
+    from cdco_core.methods.baselines.method import BASELINES
 
-
-class BottleneckMTL(Method):
-    name = "bottleneck_mtl"
-    description = "multi-task bottleneck adapters, task loss only"
-    adapter_type = "bottleneck"
-
-
-class LoraSingle(Method):
-    name = "lora_single"
-    description = "one LoRA adapter set per task (the largest task's for OOD/KI)"
-    adapter_type = "lora"
-    per_task_adapters = True
-
-
-class Frozen(Method):
-    name = "frozen"
-    description = "frozen encoder, task heads only"
-    adapter_type = "none"
-
-    def stages(self, cfg: Config) -> list[StageConfig]:
-        """The default one-stage schedule at the probe rate ``cfg.eval.head_lr``."""
-        return [s.model_copy(update={"lr": cfg.eval.head_lr}) for s in super().stages(cfg)]
-
-
-class FullFT(Method):
-    name = "full_ft"
-    description = "full fine-tuning of every encoder weight, task loss"
-    adapter_type = "none"
-    full_finetune = True
-
-    def param_groups(self, model: MultiTaskModel, params: list[torch.nn.Parameter],
-                     stage: StageConfig) -> list[dict[str, Any]]:
-        encoder = {id(p) for p in model.encoder.parameters()}
-        enc = [p for p in params if id(p) in encoder]
-        rest = [p for p in params if id(p) not in encoder]
-        groups = [{"params": enc, "lr": stage.lr * FULL_FT_LR_SCALE}] if enc else []
-        return groups + ([{"params": rest, "lr": stage.lr}] if rest else [])
-
-
-BASELINES: dict[str, type[Method]] = {c.name: c for c in (LoraMTL, BottleneckMTL, LoraSingle, Frozen, FullFT)}
-
-
-def build_method(kind: str) -> Method:
-    """The baseline ``kind`` (one of :data:`BASELINES`)."""
-    if kind not in BASELINES:
-        raise InputError(f"unknown baseline {kind!r}; available: {', '.join(BASELINES)}")
     return BASELINES[kind]()
+
+
+for _kind, _text in {
+    "lora_mtl": "multi-task LoRA, task loss only",
+    "bottleneck_mtl": "multi-task bottleneck adapters, task loss only",
+    "lora_single": "one LoRA adapter set per task (the largest task's for OOD/KI)",
+    "frozen": "frozen encoder, task heads only",
+    "full_ft": "full fine-tuning of every encoder weight, task loss",
+}.items():
+    register_method(_kind, partial(build_baseline, _kind), description=_text)

@@ -1,19 +1,22 @@
 """CA-MTL (Pilault et al., ICLR 2021): task-conditioned attention, layer norm, alignment and adapters on a
 half-frozen encoder, trained with multi-task uncertainty sampling. See docs/methods.md "CA-MTL"."""
 
-from cdco_core.methods.ca_mtl.config import CaMtlConfig, ca_mtl_config
-from cdco_core.methods.ca_mtl.method import CaMtlMethod, build_method
-from cdco_core.methods.ca_mtl.model import CaMtlEncoder, CaMtlModel, frozen_layer_count
-from cdco_core.methods.ca_mtl.sampler import UncertaintySampler, normalized_entropy  # registers "uncertainty"
+from __future__ import annotations
 
-__all__ = [
-    "CaMtlConfig",
-    "CaMtlEncoder",
-    "CaMtlMethod",
-    "CaMtlModel",
-    "UncertaintySampler",
-    "build_method",
-    "ca_mtl_config",
-    "frozen_layer_count",
-    "normalized_entropy",
-]
+from typing import TYPE_CHECKING
+
+from cdco_core.methods.ca_mtl.config import CaMtlConfig
+from cdco_core.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from cdco_core.methods.ca_mtl.method import CaMtlMethod
+
+
+def build_ca_mtl(settings: CaMtlConfig | None = None) -> CaMtlMethod:
+    from cdco_core.methods.ca_mtl.method import CaMtlMethod
+
+    return CaMtlMethod()
+
+
+register_method("ca_mtl", build_ca_mtl, config_cls=CaMtlConfig,
+                description="CA-MTL: task-conditioned attention/layer norm/alignment/adapter, half-frozen encoder")

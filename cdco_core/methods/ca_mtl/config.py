@@ -1,4 +1,4 @@
-"""Settings of CA-MTL, read from ``cfg.methods.ca_mtl`` (a free mapping in the shared config) and validated here.
+"""Settings of CA-MTL (``method_settings.ca_mtl`` in a profile), validated by the method registry at load.
 
 Every key is optional; the defaults follow the paper's base model (lower half frozen, conditional attention in
 every layer, conditional layer norm in the trainable layers, one conditional adapter on the top layer).
@@ -6,15 +6,11 @@ every layer, conditional layer norm in the trainable layers, one conditional ada
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from cdco_core.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CaMtlConfig(BaseModel):
-    """``methods.ca_mtl`` keys, each with its trade-off."""
+    """``method_settings.ca_mtl`` keys, each with its trade-off."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,31 +36,3 @@ class CaMtlConfig(BaseModel):
     adapter_layers: int = Field(1, ge=0)
     # Adapter bottleneck width; null = hidden // 3 as in the reference. Wider = more capacity per task.
     adapter_size: int | None = Field(None, ge=1)
-
-
-def ca_mtl_config(raw: dict[str, Any] | CaMtlConfig | None) -> CaMtlConfig:
-    """Validate ``cfg.methods.ca_mtl``.
-
-    Args:
-        raw: the mapping from the config (or an already validated object).
-
-    Returns:
-        The validated settings.
-
-    Raises:
-        ConfigError: an unknown key or a bad value; the message names ``methods.ca_mtl.<key>``.
-    """
-    if isinstance(raw, CaMtlConfig):
-        return raw
-    try:
-        return CaMtlConfig.model_validate(raw or {})
-    except ValidationError as e:
-        lines = ["invalid config methods.ca_mtl:"]
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key; allowed: {', '.join(sorted(CaMtlConfig.model_fields))}"
-            else:
-                msg = f"{err['msg']} (got {err.get('input')!r})"
-            lines.append(f"  methods.ca_mtl.{key}: {msg}")
-        raise ConfigError("\n".join(lines)) from None

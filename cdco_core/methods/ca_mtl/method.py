@@ -4,14 +4,13 @@
   CA-MTL's conditional modules are its adapters; the lower ``freeze_fraction`` of the encoder is frozen).
 - schedule: the base one (a single task-loss stage on ``all`` with the profile's total step budget), so CA-MTL
   takes as many steps as every baseline.
-- sampler: ``uncertainty`` (:mod:`cdco_core.methods.ca_mtl.sampler`), the paper's multi-task uncertainty sampling.
+- sampler: ``uncertainty`` (:mod:`cdco_core.samplers.uncertainty`), the paper's multi-task uncertainty sampling.
 - loss: the task loss of the kept rows, with each row's task embedding conditioning the encoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import TYPE_CHECKING, Any
 
 from cdco_core.methods.base import Method
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from cdco_core.config import Config, StageConfig
     from cdco_core.data import TaskData
     from cdco_core.methods.base import StepContext
+    from cdco_core.methods.ca_mtl.config import CaMtlConfig
     from cdco_core.methods.ca_mtl.model import CaMtlModel
     from cdco_core.training.batches import Batch
 
@@ -30,24 +30,10 @@ class CaMtlMethod(Method):
     """Conditionally adaptive multi-task learning (Pilault et al., 2021)."""
 
     name = "ca_mtl"
+    settings: CaMtlConfig
     description = "CA-MTL: task-conditioned attention/layer norm/alignment/adapter, half-frozen encoder"
     sampler = "uncertainty"
     adapter_type = "none"
-
-    def configure(self, cfg: Config) -> Config:
-        """Validate ``methods.ca_mtl`` now (before any training) and spell every setting out as an override.
-
-        The trainer's cache key covers ``config_overrides`` but not ``cfg.methods``; listing the effective
-        settings there makes a change of, e.g., ``freeze_fraction`` retrain instead of reusing a stale stage.
-
-        Raises:
-            ConfigError: a bad ``methods.ca_mtl`` key.
-        """
-        from cdco_core.methods.ca_mtl.config import ca_mtl_config
-
-        settings = ca_mtl_config(cfg.methods.ca_mtl).model_dump(mode="json")
-        self.config_overrides = [f"methods.ca_mtl.{k}={json.dumps(v)}" for k, v in sorted(settings.items())]
-        return super().configure(cfg)
 
     def param_groups(
         self, model: CaMtlModel, params: list[torch.nn.Parameter], stage: StageConfig
@@ -79,13 +65,12 @@ class CaMtlMethod(Method):
         Raises:
             ConfigError: a bad ``methods.ca_mtl`` key, or a non-BERT encoder.
         """
-        from cdco_core.methods.ca_mtl.config import ca_mtl_config
         from cdco_core.methods.ca_mtl.model import CaMtlEncoder, CaMtlModel
         from cdco_core.models.adapters import resolve_groups
         from cdco_core.models.encoder import load_encoder
         from cdco_core.models.heads import HeadSpec
 
-        settings = ca_mtl_config(cfg.methods.ca_mtl)
+        settings = self.settings
         bert, tokenizer, _ = load_encoder(cfg.model)
         encoder = CaMtlEncoder(bert, len(tasks), settings)
         groups = resolve_groups(cfg.adapters, bert.config.num_hidden_layers)
@@ -114,10 +99,3 @@ def trim_padding(batch: Batch) -> Batch:
         attention_mask=batch.attention_mask[:, :width],
         token_type_ids=batch.token_type_ids[:, :width],
     )
-
-
-def build_method(**kwargs: Any) -> CaMtlMethod:
-    """Registry factory (``cdco_core.methods.METHODS["ca_mtl"]``); CA-MTL takes no variants."""
-    if kwargs:
-        raise TypeError(f"ca_mtl takes no variant arguments, got {sorted(kwargs)}")
-    return CaMtlMethod()

@@ -31,7 +31,8 @@ from cdco_core.methods.ca_mtl.modules import (
     FiLM,
     TaskEmbedding,
 )
-from cdco_core.models.multitask import PROJECTION_PREFIXES, MultiTaskModel, mean_pool
+from cdco_core.models.multitask import PROJECTION_PREFIXES, MultiTaskModel
+from cdco_core.models.pooling import mean_pool
 
 
 def frozen_layer_count(num_layers: int, fraction: float) -> int:

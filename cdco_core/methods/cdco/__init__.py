@@ -1,14 +1,24 @@
-"""CDCO and its ablations (registry: cdco, cdco_no_poincare, cdco_no_euclidean, cdco_random_negatives,
-cdco_strict)."""
+"""CDCO: staged task + Euclidean/Poincaré cross-domain contrastive training over ODMS hard negatives.
+
+Its ablations register in :mod:`.ablations` (imported after the baselines, so ``--methods all`` lists them last).
+"""
 
 from __future__ import annotations
 
-from cdco_core.methods.cdco.method import CDCOMethod, contrastive_term
+from typing import TYPE_CHECKING
+
+from cdco_core.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from cdco_core.methods.cdco.method import CDCOMethod
 
 
-def build_method(variant: str | None = None) -> CDCOMethod:
-    """The CDCO method, or the ablation ``variant``."""
+def build_cdco(settings: object = None, variant: str | None = None) -> CDCOMethod:
+    """CDCO, or its ablation ``variant`` (see :data:`.method.VARIANTS`)."""
+    from cdco_core.methods.cdco.method import CDCOMethod
+
     return CDCOMethod(variant)
 
 
-__all__ = ["CDCOMethod", "build_method", "contrastive_term"]
+register_method("cdco", build_cdco,
+                description="CDCO: staged task + Euclidean/Poincaré cross-domain contrastive training, ODMS negatives")

@@ -46,11 +46,12 @@ class CDCOMethod(Method):
             raise InputError(f"unknown CDCO variant {variant!r}; allowed: {[v for v in VARIANTS if v]}")
         self.variant = variant
         self.uses_negatives = variant != "strict"
-        self.config_overrides = ["negatives.mode=random"] if variant == "random_negatives" else []
         self.dropped = {"no_poincare": "poincare", "no_euclidean": "euclidean"}.get(variant or "")
 
     def configure(self, cfg: Config) -> Config:
-        cfg = super().configure(cfg)
+        """random_negatives: ``negatives.mode=random``; strict: every OOD task in ``negatives.strict_exclude``."""
+        if self.variant == "random_negatives":
+            return cfg.model_copy(update={"negatives": cfg.negatives.model_copy(update={"mode": "random"})})
         if self.variant != "strict":
             return cfg
         from cdco_core.data import task_specs

@@ -1,4 +1,4 @@
-"""EGO-PLM settings: ``cfg.methods.ego_plm`` validated into :class:`EgoPlmConfig`.
+"""EGO-PLM settings: ``cfg.method_settings.ego_plm`` validated into :class:`EgoPlmConfig`.
 
 Every key carries its trade-off. Loss weights are the outer objective's
 ``L = L_task + pretext_weight * L_pre + consistency_weight * L_coca`` (see docs/methods.md, "EGO-PLM").
@@ -6,17 +6,15 @@ Every key carries its trade-off. Loss weights are the outer objective's
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from cdco_core.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PretextName = Literal["auto", "mlm", "contrastive"]
 
 
 class EgoPlmConfig(BaseModel):
-    """Validated ``methods.ego_plm`` section (unknown keys are refused)."""
+    """Validated ``method_settings.ego_plm`` section (unknown keys are refused)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -63,30 +61,3 @@ class EgoPlmConfig(BaseModel):
                 "clipped back onto the ball; use step_size <= 2 * epsilon"
             )
         return self
-
-
-def load_ego_plm_config(raw: dict[str, Any] | None, source: str = "methods.ego_plm") -> EgoPlmConfig:
-    """Validate the raw ``methods.ego_plm`` mapping.
-
-    Args:
-        raw: the mapping from the profile (``cfg.methods.ego_plm``); None or empty = all defaults.
-        source: the key path reported in errors.
-
-    Returns:
-        The validated settings.
-
-    Raises:
-        ConfigError: an unknown key or a bad value; the message names ``methods.ego_plm.<key>``.
-    """
-    try:
-        return EgoPlmConfig.model_validate(raw or {})
-    except ValidationError as e:
-        lines = [f"invalid config {source}:"]
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            key = f"{source}.{loc}" if loc else source
-            if err["type"] == "extra_forbidden":
-                lines.append(f"  {key}: unknown key; allowed: {', '.join(sorted(EgoPlmConfig.model_fields))}")
-            else:
-                lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(lines)) from None

@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from cdco_core.methods.base import Method
-from cdco_core.methods.ego_plm.config import EgoPlmConfig, load_ego_plm_config
+from cdco_core.methods.ego_plm.config import EgoPlmConfig
 
 if TYPE_CHECKING:
     import torch
@@ -30,27 +29,14 @@ class EgoPlmMethod(Method):
     """Task-specific embedding generation with consistency calibration (EGO-PLM, our reading)."""
 
     name = "ego_plm"
+    settings: EgoPlmConfig
     description = "EGO-PLM: per-task embedding generator + pre-defined task (MLM/SimCSE) + adversarial CoCa"
-
-    def configure(self, cfg: Config) -> Config:
-        """Validate ``methods.ego_plm`` and pin every setting as an override.
-
-        The trainer's cache key holds :attr:`config_overrides`, so writing the resolved settings there makes a
-        change of ε, K, weights, ... retrain instead of reusing a stale checkpoint.
-
-        Raises:
-            ConfigError: an unknown key or bad value in ``methods.ego_plm``.
-        """
-        settings = load_ego_plm_config(cfg.methods.ego_plm)
-        self.config_overrides = [f"methods.ego_plm.{k}={json.dumps(v)}"
-                                 for k, v in settings.model_dump(mode="json").items()]
-        return super().configure(cfg)
 
     def stages(self, cfg: Config) -> list[StageConfig]:
         """One stage, same total steps as the profile's schedule (``steps``/``lr`` keys override)."""
         from cdco_core.config import StageConfig
 
-        s = load_ego_plm_config(cfg.methods.ego_plm)
+        s = self.settings
         first = cfg.train.stages[0]
         losses = {"task": 1.0, "pretext": s.pretext_weight, "consistency": s.consistency_weight}
         return [StageConfig(name="ego_plm", groups=["all"], losses=losses, space="none",
@@ -69,7 +55,7 @@ class EgoPlmMethod(Method):
         from cdco_core.models.encoder import load_encoder, resolve_model_path
         from cdco_core.models.heads import HeadSpec
 
-        s = load_ego_plm_config(cfg.methods.ego_plm)
+        s = self.settings
         pretext = detect_pretext(cfg.model) if s.pretext == "auto" else s.pretext
         encoder, tokenizer, _ = load_encoder(cfg.model)
         groups = resolve_groups(cfg.adapters, encoder.config.num_hidden_layers)
@@ -91,13 +77,4 @@ class EgoPlmMethod(Method):
         """task, pretext and consistency terms of one step (see :mod:`cdco_core.methods.ego_plm.loss`)."""
         from cdco_core.methods.ego_plm.loss import ego_plm_terms
 
-        settings: EgoPlmConfig = ctx.state.get("ego_plm") or load_ego_plm_config(ctx.cfg.methods.ego_plm)
-        ctx.state["ego_plm"] = settings
-        return ego_plm_terms(model, batch, settings, model.pretext, dict(stage.losses))
-
-
-def build_method(**kwargs: Any) -> EgoPlmMethod:
-    """Registry factory (``cdco_core.methods.METHODS["ego_plm"]``); EGO-PLM takes no variants."""
-    if kwargs:
-        raise TypeError(f"ego_plm takes no variant arguments, got {sorted(kwargs)}")
-    return EgoPlmMethod()
+        return ego_plm_terms(model, batch, self.settings, model.pretext, dict(stage.losses))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cdco_core.config import DataConfig, TaskSpec
 from cdco_core.data import load_task, read_task_file
+from cdco_core.data.spec import DataConfig, TaskSpec
 from cdco_core.errors import DataError
 
 

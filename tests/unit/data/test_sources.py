@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cdco_core.config import DataConfig, load_config
+from cdco_core.config import load_config
 from cdco_core.data import load_task, task_specs
+from cdco_core.data.spec import DataConfig
 from cdco_core.errors import DataError, OfflineError
 
 BENCHMARK = task_specs(load_config("benchmark").data)
@@ -53,7 +54,7 @@ def test_demo_package_tasks_load():
 
 
 def test_unknown_mirror_and_package_names():
-    from cdco_core.config import TaskSpec
+    from cdco_core.data.spec import TaskSpec
 
     with pytest.raises(DataError, match=r"mirror:nope is not in .*available: .*sst2"):
         load_task(TaskSpec(name="x", kind="ID", type="classification", source="mirror:nope"), DataConfig())
@@ -62,7 +63,7 @@ def test_unknown_mirror_and_package_names():
 
 
 def test_hub_source_offline_is_a_clear_error(monkeypatch):
-    from cdco_core.config import TaskSpec
+    from cdco_core.data.spec import TaskSpec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineError, match=r"hf:glue/sst2 needs the Hugging Face hub, but this process is offline"):

@@ -106,7 +106,7 @@ def test_all_means_every_registered_method_cdco_first(smoke_cfg):
 
 
 def test_cli_unknown_method_is_one_line_exit_2(tmp_path):
-    from cdco_core.cli import app
+    from cli.main import app
 
     out = CliRunner().invoke(app, ["compare", "--profile", "smoke", "--methods", "cdco,nope", "--out", str(tmp_path)])
     assert out.exit_code == 2

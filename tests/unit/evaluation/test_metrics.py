@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from cdco_core.config import TaskSpec
+from cdco_core.data.spec import TaskSpec
 from cdco_core.evaluation import metrics as M
 from cdco_core.evaluation.metrics import MetricError
 

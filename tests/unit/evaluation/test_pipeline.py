@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cdco_core.config import TaskSpec
+from cdco_core.data.spec import TaskSpec
 from cdco_core.errors import ConfigError, InputError
 from cdco_core.evaluation import pipeline as P
 from cdco_core.evaluation.features import pair_texts

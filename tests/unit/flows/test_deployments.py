@@ -6,7 +6,7 @@ import datetime
 
 import yaml
 
-from cdco_core.config import CONF_DIR
+from cdco_core.paths import CONF_DIR
 
 
 def test_deployments_follow_the_config(tmp_path) -> None:

@@ -39,8 +39,8 @@ def test_task_runner_follows_config(smoke_cfg) -> None:
 
 
 def test_flow_fails_at_start_when_tracking_is_unreachable(monkeypatch, cdco_home) -> None:
-    from cdco_core.tracking import TrackingUnavailableError
     from flows.full_pipeline import cdco
+    from tasks.tracking import TrackingUnavailableError
     from tests.integration.conftest import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
@@ -50,8 +50,8 @@ def test_flow_fails_at_start_when_tracking_is_unreachable(monkeypatch, cdco_home
 
 
 def test_run_pipeline_fails_before_prefect_starts(monkeypatch, cdco_home) -> None:
-    from cdco_core.tracking import TrackingUnavailableError
     from flows.full_pipeline import run_pipeline
+    from tasks.tracking import TrackingUnavailableError
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(TrackingUnavailableError, match="make serve"):

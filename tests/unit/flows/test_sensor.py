@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from cdco_core.config import CONF_DIR
+from cdco_core.paths import CONF_DIR
 from flows import sensor
 
 

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cdco_core.models.heads import HeadSpec, head_output_dim
-from cdco_core.models.multitask import build_multitask_model, mean_pool
+from cdco_core.models.multitask import build_multitask_model
+from cdco_core.models.pooling import mean_pool
 from cdco_core.training.batches import Example, collate, task_examples
 
 

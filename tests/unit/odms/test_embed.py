@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cdco_core.errors import InputError
-from cdco_core.odms.embed import embed_texts, length_batches, mean_pool
+from cdco_core.models.pooling import mean_pool
+from cdco_core.odms.embed import embed_texts, length_batches
 
 
 def test_mean_pool_by_hand_2x3():

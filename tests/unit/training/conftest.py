@@ -18,9 +18,9 @@ def fake_negatives(cfg) -> dict:
     import numpy as np
     import pandas as pd
 
-    from cdco_core.config import cdco_home
     from cdco_core.data import load_tasks
     from cdco_core.io import sha256_file, write_parquet
+    from cdco_core.paths import cdco_home
 
     tasks = load_tasks(cfg.data)
     anchors = [(t.name, i) for t in tasks if t.spec.kind == "ID" for i in t.splits["train"]["example_id"]]

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cdco_core.config import cdco_home
 from cdco_core.errors import InputError
+from cdco_core.paths import cdco_home
 
 MLFLOW_DIGEST_LEN = 36  # MLflow's limit on a dataset digest
 

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from cdco_core.errors import InputError
+
 app = typer.Typer(help="cdco: cross-domain contrastive optimisation of adapters, as a Prefect + MLflow pipeline.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect and validate task data.", no_args_is_help=True)
@@ -28,8 +30,6 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from cdco_core.errors import InputError
-
         try:
             return fn(*args, **kwargs)
         except InputError as e:
@@ -40,9 +40,16 @@ def _user_errors(fn):
 
 
 def _load(profile: str, sets: list[str] | None):
-    from cdco_core.config import load_config
+    """The profile, validated once for this process (every command passes the object on from here)."""
+    from cdco_core.profile import load_profile
 
-    return load_config(profile, sets or [])
+    return load_profile(profile, sets or [])
+
+
+def _methods(value: str | None) -> list[str] | None:
+    from cdco_core.methods import expand_methods
+
+    return expand_methods([x.strip() for x in value.split(",") if x.strip()]) if value else None
 
 
 @app.command()
@@ -51,27 +58,35 @@ def run(profile: Profile = "demo", set_: Sets = None,
         methods: Annotated[str | None,
                            typer.Option(help="comma-separated methods, or all; default from config")] = None):
     """Run the whole pipeline (Prefect flow 'cdco', local mode: no server needed)."""
-    cfg = _load(profile, set_)  # validate before any work
-    from flows.full_pipeline import run_pipeline
-
     overrides = list(set_ or [])
     if methods:
         overrides.append(f"eval.methods=[{methods}]")
-    result = run_pipeline(profile=profile, overrides=overrides)
+    cfg = _load(profile, overrides)  # validated before any work, once
+    from flows.full_pipeline import run_pipeline
+
+    result = run_pipeline(cfg, profile=profile, overrides=overrides)
     typer.echo(json.dumps(result, indent=2, default=str))
-    del cfg
 
 
 @app.command()
 @_user_errors
-def step(name: Annotated[str, typer.Argument(help="embed | manifold | negatives | train | evaluate")],
+def step(name: Annotated[str, typer.Argument(help="prepare | embed | manifold | negatives | train | evaluate")],
          profile: Profile = "smoke", set_: Sets = None):
-    """Run one pipeline step (and the steps it needs, from cache when unchanged), without Prefect."""
+    """Run one pipeline step for the config's first method and seed (and what it reads, from cache when
+    unchanged), without Prefect. Prints the step's records."""
     cfg = _load(profile, set_)
-    from cdco_core import steps
+    from cdco_core.plan import build_plan
+    from cdco_core.runner import STEP_NAMES, run_plan
 
-    result = steps.run_step(name, cfg)
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if name not in STEP_NAMES:
+        raise InputError(f"unknown step {name!r}; available: {', '.join(STEP_NAMES)}")
+    plan = build_plan(cfg, cfg.eval.methods[:1], [cfg.seed])
+    targets = [n.id for n in plan.of_step(name)]
+    if not targets:
+        raise InputError(f"method {cfg.eval.methods[0]!r} has no {name!r} step in this profile "
+                         "(it uses no ODMS negatives)")
+    records = run_plan(plan, targets)
+    typer.echo(json.dumps({t: records[t].as_dict() for t in targets}, indent=2, default=str))
 
 
 @app.command()
@@ -83,11 +98,10 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     cfg = _load(profile, set_)
-    from cdco_core.evaluation.compare import run_comparison
+    from cdco_core.runner import run_comparison
 
-    m = [x.strip() for x in methods.split(",")] if methods else None
     s = [int(x) for x in seeds.split(",")] if seeds else None
-    result = run_comparison(cfg, methods=m, seeds=s, out_dir=out, jobs=jobs)
+    result = run_comparison(cfg, methods=_methods(methods), seeds=s, out_dir=out, jobs=jobs)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -106,8 +120,8 @@ def bench(name: Annotated[str, typer.Argument(help="embed | negatives | manifold
 def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a task spec YAML file")] = None,
                profile: Annotated[str | None, typer.Option("--profile", "-p")] = None, set_: Sets = None):
     """Load and validate every task; print rows, label counts and digest per task and split."""
-    from cdco_core.config import DataConfig
     from cdco_core.data import load_task, read_task_file
+    from cdco_core.data.spec import DataConfig
 
     if tasks is None and profile is None:
         raise typer.BadParameter("give --tasks FILE.yaml or --profile NAME")

@@ -1,4 +1,4 @@
-"""``evaluate_step(cfg, method, seed)``: score one trained method and seed on every configured task.
+"""How a trained method is scored on every configured task (the ``evaluate`` step calls :func:`evaluate_model`).
 
 Protocol (docs/methods.md, "Evaluation protocol"):
     ID tasks       the training mixture; the method's own trained head on the task's eval split.
@@ -7,55 +7,26 @@ Protocol (docs/methods.md, "Evaluation protocol"):
                    fixed budget of ``cfg.eval`` and the evaluation seed, scored on the eval split.
 Per task: every metric that fits its type, main metric first; averages of the main metric per kind and
 overall. Per-example predictions are kept for the paired bootstrap.
-
-Output, content-addressed: ``CDCO_HOME/eval/<method>/<key>/{metrics.json, predictions.parquet}`` with key =
-sha256 of the trained model's digest, the tasks' data digests, the eval settings, the seed and
-:data:`EVAL_VERSION`. Same inputs, same key: the cached result is returned.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cdco_core.config import Config, apply_overrides, cdco_home, format_validation_error
-from cdco_core.errors import ConfigError, InputError
+from cdco_core.config import Config
+from cdco_core.errors import InputError
 from cdco_core.evaluation.features import split_features
 from cdco_core.evaluation.heads import HeadBudget, train_head
 from cdco_core.evaluation.metrics import score_task, task_metric_names
-from cdco_core.io import atomic_dir, sha256_json
 
-EVAL_VERSION = "1"  # bump when scoring changes: every cached evaluation is recomputed
 KINDS = ("ID", "OOD", "KI")
-# What an evaluation result depends on besides the trained model and the data (eval.methods, eval.seeds and
-# the bootstrap settings are left out: changing them must not invalidate scores already computed).
-EVAL_SECTIONS = ("eval.head_epochs", "eval.head_lr", "eval.head_batch_size", "eval.batch_size", "model.max_length")
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def method_config(cfg: Config, method: Any) -> Config:
-    """``cfg`` with the method's ``config_overrides`` applied to the raw dict and re-validated.
-
-    Raises:
-        ConfigError: an override names an unknown key or a bad value (message names the method).
-    """
-    overrides = list(getattr(method, "config_overrides", []) or [])
-    if not overrides:
-        return cfg
-    from pydantic import ValidationError
-
-    raw = apply_overrides(cfg.model_dump(mode="json"), overrides)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, f"(method {method.name!r} config_overrides)")) from None
-
-
 def select_tasks(all_tasks: list, names: list[str] | None) -> list:
     """The tasks named (in that order), or all. Raises InputError for an unknown name, listing the known."""
     if names is None:
@@ -87,13 +58,27 @@ def check_tasks(tasks: list) -> None:
                 )
 
 
-def load_checked_tasks(cfg: Config, names: list[str] | None = None) -> list:
-    """Load the configured tasks, select ``names``, and check them (:func:`check_tasks`)."""
-    from cdco_core.data import load_tasks
+def check_task_records(records: list, needs_eval: bool = True) -> None:
+    """:func:`check_tasks` on ``prepare`` records (their split row counts), before any data is loaded again.
 
-    tasks = select_tasks(load_tasks(cfg.data), names)
-    check_tasks(tasks)
-    return tasks
+    Raises:
+        InputError: a metric that does not fit the type, or a missing/empty train or eval split.
+    """
+    from cdco_core.data.spec import TaskSpec
+
+    if not records:
+        raise InputError("no tasks to evaluate")
+    for r in records:
+        spec = TaskSpec.model_validate(r.outputs["spec"])
+        task_metric_names(spec)  # raises MetricError for a metric that does not fit the type
+        rows = {s: v["rows"] for s, v in r.outputs["splits"].items()}
+        eval_split = spec.eval_split or ("validation" if "validation" in rows else "test")
+        for split in ("train", eval_split) if needs_eval else ("train",):
+            if not rows.get(split):
+                raise InputError(
+                    f"task {spec.name!r}: split {split!r} is missing or empty; found splits: {sorted(rows)} "
+                    f"(the protocol needs 'train' and the eval split {eval_split!r})"
+                )
 
 
 # ---------------------------------------------------------------------------------------- scoring
@@ -164,68 +149,12 @@ def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_
             "averages": averages, "predictions": pd.concat(frames, ignore_index=True)}
 
 
-# ------------------------------------------------------------------------------------------- step
-def eval_key(cfg: Config, seed: int, model_digest: str, tasks: list) -> str:
-    return sha256_json({"model": model_digest, "tasks": {t.name: t.digest for t in tasks}, "seed": seed,
-                        "eval": cfg.section_digest(*EVAL_SECTIONS), "version": EVAL_VERSION})
-
-
-def _read_cached(path: Path) -> dict[str, Any] | None:
-    try:
-        out = json.loads((path / "metrics.json").read_text())
-        if not (path / "predictions.parquet").exists():
-            return None
-    except (OSError, ValueError):
-        return None
-    return out
-
-
-def evaluate_step(cfg: Config, method: str, seed: int, tasks: list[str] | None = None) -> dict[str, Any]:
-    """Train ``method`` with ``seed`` (from the trainer's cache when unchanged) and score it on every task.
-
-    Args:
-        cfg: validated config; the method's ``config_overrides`` are applied here.
-        method: registry name (see :func:`cdco_core.methods.list_methods`).
-        seed: training and evaluation seed.
-        tasks: restrict scoring to these task names (default: every configured task).
-
-    Returns:
-        {"method", "seed", "metrics", "main_metric", "kinds", "protocol", "averages", "path", "predictions",
-         "cached"}: JSON-able; ``predictions`` is the Parquet path of per-example predictions.
-
-    Raises:
-        InputError: unknown method or task, a metric that does not fit, a missing split (before training).
-    """
-    from cdco_core.methods import get_method
-
-    m = get_method(method)
-    mcfg = method_config(cfg, m)
-    task_data = load_checked_tasks(mcfg, tasks)
-    from cdco_core.training.pipeline import load_trained, train_all_stages
-
-    trained = train_all_stages(mcfg, method, seed)
-    key = eval_key(mcfg, seed, str(trained["digest"]), task_data)
-    out_dir = cdco_home() / "eval" / method / key[:16]
-    cached = _read_cached(out_dir)
-    if cached is not None:
-        return {**cached, "path": str(out_dir), "cached": True}
-    model, tokenizer = load_trained(mcfg, method, seed)
-    res = evaluate_model(model, tokenizer, task_data, mcfg, seed, str(trained["digest"]))
-    preds = res.pop("predictions")
-    summary = {"method": method, "seed": seed, **res, "key": key,
-               "predictions": str(out_dir / "predictions.parquet")}
-    with atomic_dir(out_dir) as tmp:
-        preds.to_parquet(tmp / "predictions.parquet", index=False)
-        (tmp / "metrics.json").write_text(json.dumps(_finite(summary), indent=2))  # keeps task order
-    return {**summary, "path": str(out_dir), "cached": False}
-
-
-def _finite(obj: Any) -> Any:
-    """NaN -> None so metrics.json is strict JSON."""
+def finite(obj: Any) -> Any:
+    """NaN -> None, recursively, so metrics files are strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cdco_core.samplers import BatchLevelSampler, register_sampler
+from cdco_core.samplers.base import BatchLevelSampler
 
 
 def normalized_entropy(logits: torch.Tensor, option_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,7 +52,6 @@ def normalized_entropy(logits: torch.Tensor, option_mask: torch.Tensor | None = 
     return torch.where(n > 1, entropy / max_entropy.clamp(min=1e-12), torch.full_like(entropy, float("nan")))
 
 
-@register_sampler("uncertainty")
 class UncertaintySampler(BatchLevelSampler):
     """CA-MTL's batch-level sampler: keep the k candidates with the highest task-scaled normalised entropy.
 
@@ -64,6 +63,8 @@ class UncertaintySampler(BatchLevelSampler):
     the candidate batch seen by :meth:`score_rows`, matched to :meth:`select`'s indices; a caller that selects
     without scoring can pass them with :meth:`record_ids`.
     """
+
+    name = "uncertainty"
 
     def __init__(self) -> None:
         super().__init__()

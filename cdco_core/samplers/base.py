@@ -1,95 +1,16 @@
-"""Multi-task samplers: which task the next training batch comes from.
+"""Sampler classes: task-level samplers (proportional, temperature, uniform) and the batch-level base class.
 
-Task-level samplers draw a task index per step with probabilities ``p_t`` over the task sizes ``n_t``:
-
-- ``proportional``: ``p_t = n_t / Σ_s n_s``
-- ``temperature``:  ``p_t = n_t^{1/T} / Σ_s n_s^{1/T}`` (T = 1 is proportional, T → ∞ is uniform)
-- ``uniform``:      ``p_t = 1 / #tasks``
-
-Batch-level samplers (the hook CA-MTL's ``uncertainty`` sampler fills) subclass :class:`BatchLevelSampler`:
-the trainer sees ``sampler.batch_level is True``, draws one candidate batch from every task, scores the rows
-without gradients and keeps ``sampler.select(candidates, scores, k)``. A sampler living in a method folder
-registers itself with ``@register_sampler("name")``; names in :data:`PLUGIN_MODULES` are imported on first use,
-so ``get_sampler("uncertainty")`` works before anything imported CA-MTL.
-
-Randomness is never owned by a sampler: ``next_task(rng)`` consumes the trainer's ``np.random.Generator``, whose
-``bit_generator.state`` the trainer checkpoints next to ``sampler.state_dict()``; restoring both reproduces the
-remaining draws exactly.
+The formulas and the registry are in :mod:`cdco_core.samplers`.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cdco_core.errors import InputError
-
-_REGISTRY: dict[str, type[TaskSampler]] = {}
-# name -> module that registers it on import (samplers owned by a method folder).
-PLUGIN_MODULES: dict[str, str] = {"uncertainty": "cdco_core.methods.ca_mtl"}
-
-
-def register_sampler(name: str) -> Callable[[type[TaskSampler]], type[TaskSampler]]:
-    """Class decorator adding a :class:`TaskSampler` subclass to the registry under ``name``."""
-
-    def decorator(cls: type[TaskSampler]) -> type[TaskSampler]:
-        if not (isinstance(cls, type) and issubclass(cls, TaskSampler)):
-            raise TypeError(f"@register_sampler({name!r}) needs a TaskSampler subclass, got {cls!r}")
-        known = _REGISTRY.get(name)
-        # Re-registering the same class (module re-import) is harmless; a different class is a name clash.
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"sampler name {name!r} is already registered by {known.__module__}.{known.__name__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def list_samplers() -> list[str]:
-    """Names accepted by :func:`get_sampler` (registered plus importable on demand)."""
-    return sorted(set(_REGISTRY) | set(PLUGIN_MODULES))
-
-
-def _resolve(name: str) -> type[TaskSampler]:
-    """The class registered as ``name``, importing its plugin module first if needed."""
-    if name not in _REGISTRY and name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(PLUGIN_MODULES[name])
-        except ModuleNotFoundError as exc:
-            raise InputError(
-                f"train.sampler {name!r} is provided by {PLUGIN_MODULES[name]}, which cannot be imported: {exc}"
-            ) from exc
-    if name not in _REGISTRY:
-        raise InputError(f"unknown sampler {name!r} (train.sampler); supported: {', '.join(list_samplers())}")
-    return _REGISTRY[name]
-
-
-def get_sampler(name: str, **kwargs: Any) -> TaskSampler:
-    """Build the sampler registered as ``name`` with constructor ``kwargs``.
-
-    Raises:
-        InputError: unknown name (the message lists the supported names), or kwargs the sampler does not take.
-    """
-    cls = _resolve(name)
-    try:
-        inspect.signature(cls).bind(**kwargs)
-    except TypeError as exc:
-        accepted = [p for p in inspect.signature(cls).parameters if p not in ("args", "kwargs")]
-        raise InputError(f"sampler {name!r} got arguments {sorted(kwargs)}; it accepts {accepted}") from exc
-    return cls(**kwargs)
-
-
-def sampler_from_config(train: Any) -> TaskSampler:
-    """The sampler named by ``cfg.train.sampler``, given ``train.sampler_temperature`` if it takes one."""
-    cls = _resolve(train.sampler)
-    takes_temperature = "temperature" in inspect.signature(cls).parameters
-    kwargs = {"temperature": train.sampler_temperature} if takes_temperature else {}
-    return get_sampler(train.sampler, **kwargs)
 
 
 def _check_sizes(sizes: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -170,17 +91,19 @@ class TaskSampler:
         self._counts = [int(c) for c in state["counts"]]
 
 
-@register_sampler("proportional")
 class ProportionalSampler(TaskSampler):
     """``p_t = n_t / Σ_s n_s``: every training row equally likely; small tasks are seen rarely."""
+
+    name = "proportional"
 
     def log_weights(self, sizes: np.ndarray) -> np.ndarray:
         return np.log(sizes)
 
 
-@register_sampler("temperature")
 class TemperatureSampler(TaskSampler):
     """``p_t ∝ n_t^{1/T}``: T = 1 is proportional, larger T flattens towards uniform."""
+
+    name = "temperature"
 
     def __init__(self, temperature: float = 2.0) -> None:
         super().__init__()
@@ -195,9 +118,10 @@ class TemperatureSampler(TaskSampler):
         return np.log(sizes) / self.temperature
 
 
-@register_sampler("uniform")
 class UniformSampler(TaskSampler):
     """``p_t = 1 / #tasks``: small tasks are oversampled (and overfit sooner)."""
+
+    name = "uniform"
 
     def log_weights(self, sizes: np.ndarray) -> np.ndarray:
         return np.zeros_like(sizes)
@@ -209,7 +133,8 @@ class BatchLevelSampler(TaskSampler):
     The trainer draws one candidate batch from every task (``next_task`` is not used), scores each candidate
     row without gradients, and trains on ``select(candidates, scores, k)``. Subclasses compute their scores
     (e.g. normalised entropy scaled per task) and may override :meth:`select`; register with
-    ``@register_sampler(name)``. Extra state goes in ``state_dict``/``load_state_dict`` overrides calling super.
+    ``SAMPLERS.register(name, cls)`` in :mod:`cdco_core.samplers`. Extra state goes in
+    ``state_dict``/``load_state_dict`` overrides calling super.
     """
 
     batch_level: ClassVar[bool] = True

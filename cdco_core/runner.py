@@ -1,0 +1,164 @@
+"""The local runner: walks a :class:`~cdco_core.plan.Plan` in this process, or with ``jobs`` worker processes.
+
+It is what ``cdco step`` and ``cdco compare`` use; the Prefect flow walks the same plan with the same
+:func:`cdco_core.steps.execute`. Every node runs exactly once per call, after the nodes it reads.
+
+With ``jobs > 1`` the training and evaluation nodes go to spawned one-thread workers (``threads_per_job`` torch
+threads each, by default the CPU count divided by ``jobs``) as soon as their inputs exist, while the data and
+ODMS nodes (fast, or using every core themselves) and the report run here. The rationale: a single process leaves
+cores idle in its serial parts (tokenising, head fits, Parquet); two one-thread workers do not (not benchmarked
+against one two-thread process). Results equal the serial run's at the same thread count: every node is seeded
+on its own and published atomically.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from cdco_core.cache import Record
+from cdco_core.config import Config
+from cdco_core.errors import InputError
+from cdco_core.plan import Node, Plan
+
+STEP_NAMES = ("prepare", "embed", "manifold", "negatives", "train", "evaluate", "report")
+WORKER_STEPS = ("train", "evaluate")  # what goes to worker processes when jobs > 1
+Progress = Callable[[Node, Record], None]
+
+
+def run_plan(plan: Plan, targets: list[str] | None = None, jobs: int = 1, threads_per_job: int | None = None,
+             on_done: Progress | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
+             ) -> dict[str, Record]:
+    """Execute ``targets`` (default: every node) and what they read; returns {node id: record}.
+
+    ``on_done(node, record)`` is called as each node finishes; ``on_step(info)`` after every training step run
+    in this process.
+
+    Raises:
+        InputError: bad task data, found when the tasks are prepared (before any training).
+    """
+    if jobs < 1:
+        raise InputError(f"jobs must be at least 1; got {jobs}")
+    order = plan.upstream(targets) if targets else list(plan.nodes)
+    done: dict[str, Record] = {}
+    prepare = [n for n in order if plan.nodes[n].step == "prepare"]
+    for nid in prepare:  # every task first: bad data stops the run before any other work
+        _finish(plan, nid, _run_node(plan, plan.nodes[nid], done, on_step), done, on_done)
+    check_prepared(plan, [done[n] for n in prepare])
+    rest = [n for n in order if n not in done]
+    parallel = [n for n in rest if plan.nodes[n].step in WORKER_STEPS]
+    if jobs == 1 or len(parallel) <= 1:
+        for nid in rest:
+            _finish(plan, nid, _run_node(plan, plan.nodes[nid], done, on_step), done, on_done)
+        return done
+    threads = threads_per_job or max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        _run_parallel(plan, rest, done, pool, on_done, on_step)
+    return done
+
+
+def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: ProcessPoolExecutor,
+                  on_done: Progress | None, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    """Submit each worker node once its inputs exist; run the others here, in plan order."""
+    from cdco_core.profile import config_to_json
+
+    pending = list(order)
+    running: dict[Future, str] = {}
+    while pending or running:
+        for nid in list(pending):
+            node = plan.nodes[nid]
+            if not all(i in done for i in node.inputs):
+                continue
+            if node.step in WORKER_STEPS:
+                wire = config_to_json(plan.config_for(node))
+                inputs = {i: done[i].as_dict() for i in node.inputs}
+                running[pool.submit(_execute_in_worker, wire, node.as_dict(), inputs)] = nid
+                pending.remove(nid)
+            else:
+                _finish(plan, nid, _run_node(plan, node, done, on_step), done, on_done)
+                pending.remove(nid)
+        if running:
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                nid = running.pop(fut)
+                _finish(plan, nid, Record.from_dict(fut.result()), done, on_done)
+
+
+def _run_node(plan: Plan, node: Node, done: dict[str, Record],
+              on_step: Callable[[dict[str, Any]], None] | None = None) -> Record:
+    from cdco_core.steps import execute
+
+    return execute(plan.config_for(node), node, {i: done[i] for i in node.inputs}, on_step)
+
+
+def _finish(plan: Plan, nid: str, record: Record, done: dict[str, Record], on_done: Progress | None) -> None:
+    done[nid] = record
+    if on_done is not None:
+        on_done(plan.nodes[nid], record)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _execute_in_worker(wire: dict[str, Any], node: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    from cdco_core.profile import config_from_json
+    from cdco_core.steps import execute
+
+    record = execute(config_from_json(wire), Node.from_dict(node),
+                     {k: Record.from_dict(v) for k, v in inputs.items()})
+    return record.as_dict()
+
+
+def check_prepared(plan: Plan, records: list[Record]) -> None:
+    """Refuse, before any training, tasks that cannot be trained on or scored (metric, kind, splits).
+
+    Raises:
+        InputError: the first problem, naming the task and split.
+    """
+    from cdco_core.evaluation.scoring import check_task_records
+
+    check_task_records(records, needs_eval=bool(plan.of_step("evaluate")))
+
+
+def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
+                   out_dir: str | Path | None = None, jobs: int = 1,
+                   threads_per_job: int | None = None) -> dict[str, Any]:
+    """Train (cached) and evaluate every method x seed, then the report; copy its files to ``out_dir``.
+
+    Args:
+        cfg: the validated config (its profile names the default output folder).
+        methods: registry names (default ``cfg.eval.methods``); seeds: default ``cfg.eval.seeds``.
+        out_dir: default ``CDCO_HOME/compare/<profile>/``.
+        jobs, threads_per_job: worker processes and torch threads in each (see the module docstring).
+
+    Returns:
+        The report's outputs (table, numbers, bootstrap) with absolute file paths, ``out_dir`` and ``wall_s``
+        (the whole comparison, training included where it was not cached).
+
+    Raises:
+        InputError: unknown method, bad seeds, bad task data: before any training.
+    """
+    from cdco_core.paths import cdco_home
+    from cdco_core.plan import build_plan
+
+    t0 = time.perf_counter()
+    plan = build_plan(cfg, methods, seeds, report=True)
+    report = run_plan(plan, jobs=jobs, threads_per_job=threads_per_job)["report"]
+    out = Path(out_dir) if out_dir is not None else cdco_home() / "compare" / cfg.profile
+    out.mkdir(parents=True, exist_ok=True)
+    for name in report.files:
+        if name not in ("record.json", "outputs.json"):
+            shutil.copyfile(report.path(name), out / name)
+    o = report.outputs
+    return {**o, "csv": str(out / o["csv"]), "md": str(out / o["md"]), "plots": [str(out / p) for p in o["plots"]],
+            "out_dir": str(out), "report_dir": report.dir, "wall_s": round(time.perf_counter() - t0, 2)}

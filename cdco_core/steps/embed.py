@@ -1,0 +1,133 @@
+"""Step ``embed``: one dataset's train texts as L2-normalised sentence vectors in verified Parquet shards.
+
+The anchors are the ID tasks' train splits; the OOD pool is the OOD tasks' train splits (labels unused) minus
+``negatives.strict_exclude``, each capped at ``embed.pool_max_rows`` rows (a seeded sample). The shards are written
+to the step's scratch folder first, one by one, so a killed run resumes at its first missing shard.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cdco_core.errors import InputError
+from cdco_core.steps import Step, StepCall
+
+if TYPE_CHECKING:
+    from cdco_core.cache import Record
+    from cdco_core.config import Config
+    from cdco_core.data.spec import TaskSpec
+    from cdco_core.plan import Node
+
+
+def odms_datasets(cfg: Config, specs: list[TaskSpec]) -> tuple[list[str], list[str]]:
+    """(anchor datasets, pool datasets) in task-spec order.
+
+    Raises:
+        InputError: no ID task; ``negatives.strict_exclude`` names an unknown OOD task; the pool is empty.
+    """
+    ood = [s.name for s in specs if s.kind == "OOD"]
+    unknown = sorted(set(cfg.negatives.strict_exclude) - set(ood))
+    if unknown:
+        raise InputError(f"negatives.strict_exclude: {unknown} are not OOD tasks; OOD tasks configured: "
+                         f"{sorted(ood) or 'none'}")
+    anchors = [s.name for s in specs if s.kind == "ID"]
+    pool = [n for n in ood if n not in cfg.negatives.strict_exclude]
+    if not anchors:
+        raise InputError("ODMS needs at least one task with kind: ID (the anchors); none is configured")
+    if not pool:
+        why = (f"every OOD task is excluded by negatives.strict_exclude={cfg.negatives.strict_exclude}" if ood
+               else "no task with kind: OOD is configured")
+        raise InputError(f"the OOD pool is empty: {why}")
+    return anchors, pool
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(model_json: str) -> dict[str, str]:
+    from cdco_core.config import ModelConfig
+    from cdco_core.models.encoder import model_identity
+
+    return model_identity(ModelConfig.model_validate_json(model_json)).as_dict()
+
+
+def model_section(cfg: Config) -> dict[str, Any]:
+    """What every step that runs the encoder reads of ``model``: its identity (weights digest) and max length."""
+    return {"identity": _identity(cfg.model.model_dump_json()), "max_length": cfg.model.max_length}
+
+
+def section(cfg: Config, node: Node) -> dict[str, Any]:
+    from cdco_core.odms.embed import resolve_dtype
+
+    role = node.params["role"]
+    pool = {"cap": cfg.embed.pool_max_rows, "seed": cfg.seed} if role == "pool" else None
+    return {"model": model_section(cfg), "pooling": cfg.embed.pooling, "role": role, "pool": pool,
+            "dtype": str(resolve_dtype(cfg.embed.dtype)).split(".")[-1]}
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder(model_json: str, dtype_name: str) -> tuple[Any, Any]:
+    """The frozen encoder cast to the embedding dtype, loaded once per process (our own copy: nothing else sees
+    the cast)."""
+    import torch
+
+    from cdco_core.config import ModelConfig
+    from cdco_core.models.encoder import load_encoder
+
+    model, tok, _ = load_encoder(ModelConfig.model_validate_json(model_json))
+    return model.to(getattr(torch, dtype_name)), tok
+
+
+def corpus(cfg: Config, node: Node, task_record: Record) -> pd.DataFrame:
+    """The rows this node embeds: the task's cleaned train split (capped for the pool)."""
+    from cdco_core.data import open_task
+    from cdco_core.odms.corpora import cap_rows, clean_corpus
+
+    task = open_task(task_record)
+    frame = clean_corpus(task.name, task.splits.get("train"))
+    return cap_rows(frame, cfg.embed.pool_max_rows, cfg.seed) if node.params["role"] == "pool" else frame
+
+
+def compute(call: StepCall) -> dict[str, Any]:
+    from cdco_core.odms.embed import embed_texts, resolve_dtype
+    from cdco_core.odms.shards import fill_shards, vectors_table
+
+    cfg, name = call.cfg, call.node.params["dataset"]
+    frame = corpus(cfg, call.node, call.inputs[f"prepare[{name}]"])
+    dtype = str(resolve_dtype(cfg.embed.dtype)).split(".")[-1]
+
+    def rows_to_table(start: int, stop: int) -> Any:
+        rows = frame.iloc[start:stop]
+        model, tok = _encoder(cfg.model.model_dump_json(), dtype)
+        vecs = embed_texts(model, tok, rows["text_a"].tolist(), rows["text_b"].tolist(),
+                           max_length=cfg.model.max_length, batch_tokens=cfg.embed.batch_tokens,
+                           max_batch_size=cfg.embed.max_batch_size, progress=False,
+                           desc=f"embed {name} rows {start}-{stop}")
+        return vectors_table(rows["example_id"].tolist(), name, vecs)
+
+    res = fill_shards(call.scratch, call.key, len(frame), cfg.embed.shard_rows, rows_to_table)
+    shards = []
+    for path in map(Path, res["shards"]):
+        path.replace(call.out / path.name)  # the verified shard moves into the published folder
+        shards.append(path.name)
+    return {"dataset": name, "role": call.node.params["role"], "rows": len(frame), "shards": shards,
+            "computed_shards": res["computed"], "dtype": dtype}
+
+
+def load_embeddings(records: list[Record]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of embed records as (frame[example_id, dataset, role], (N, H) vectors), in the records' order."""
+    from cdco_core.odms.shards import read_shards
+
+    frames, vecs = [], []
+    for r in records:
+        meta, v = read_shards([r.path(s) for s in r.outputs["shards"]])
+        meta["role"] = r.outputs["role"]
+        frames.append(meta)
+        vecs.append(v)
+    return pd.concat(frames, ignore_index=True), np.concatenate(vecs)
+
+
+STEP = Step("embed", section, compute, label=lambda node: node.params["dataset"])

@@ -1,0 +1,53 @@
+"""Step ``evaluate``: one trained method and seed scored on every task (:mod:`cdco_core.evaluation.scoring`).
+
+Inputs: the method's last training stage and every task. Writes ``metrics.json`` (per task and per kind) and
+``predictions.parquet`` (per example, for the paired bootstrap).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from cdco_core.steps import Step, StepCall
+from cdco_core.steps.train import method_module
+
+if TYPE_CHECKING:
+    from cdco_core.config import Config
+    from cdco_core.plan import Node
+
+
+def section(cfg: Config, node: Node) -> dict[str, Any]:
+    """The evaluation budget and the method and seed (eval.methods, eval.seeds and the bootstrap settings are
+    left out: changing them must not invalidate scores already computed)."""
+    from cdco_core.steps.train import method_of
+
+    method = method_of(cfg, node.method)
+    e = cfg.eval
+    return {"method": node.method, "settings": method.settings.model_dump(mode="json") if method.settings else None,
+            "seed": node.params["seed"], "max_length": cfg.model.max_length,
+            "eval": {"head_epochs": e.head_epochs, "head_lr": e.head_lr, "head_batch_size": e.head_batch_size,
+                     "batch_size": e.batch_size}}
+
+
+def compute(call: StepCall) -> dict[str, Any]:
+    from cdco_core.data import open_task
+    from cdco_core.evaluation.scoring import check_tasks, evaluate_model, finite
+    from cdco_core.steps.train import load_trained
+
+    cfg, node = call.cfg, call.node
+    final = call.inputs[node.inputs[0]]
+    tasks = [open_task(r) for i, r in call.inputs.items() if i.startswith("prepare[")]
+    check_tasks(tasks)
+    id_tasks = [t for t in tasks if t.spec.kind == "ID"]
+    model, tokenizer = load_trained(cfg, node.method, node.params["seed"], final, id_tasks)
+    res = evaluate_model(model, tokenizer, tasks, cfg, node.params["seed"], final.digest)
+    preds = res.pop("predictions")
+    preds.to_parquet(call.out / "predictions.parquet", index=False)
+    summary = finite({"method": node.method, "seed": node.params["seed"], **res})
+    (call.out / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")  # keeps task order
+    return summary
+
+
+STEP = Step("evaluate", section, compute, label=lambda node: f"{node.method}-seed{node.params['seed']}",
+            modules=lambda cfg, node: ("cdco_core.steps.evaluate", method_module(node.method)))

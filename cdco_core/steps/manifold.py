@@ -1,0 +1,58 @@
+"""Step ``manifold``: fit UMAP on a seeded sample of every embedded row (anchors and pool) and map them all.
+
+Writes ``coords.parquet`` (example_id, dataset, role, coords) and ``reducer.joblib`` (the fitted reducer; joblib
+is pickle, so it is only ever loaded after its sha256 matches this step's verified record).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from cdco_core.steps import Step, StepCall
+
+if TYPE_CHECKING:
+    from cdco_core.config import Config
+    from cdco_core.plan import Node
+
+
+def section(cfg: Config, node: Node) -> dict[str, Any]:
+    return {"manifold": cfg.manifold.model_dump(mode="json")}
+
+
+def compute(call: StepCall) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cdco_core.odms.manifold import fit_manifold, save_reducer
+    from cdco_core.odms.shards import vectors_table
+    from cdco_core.steps.embed import load_embeddings
+
+    frame, vecs = load_embeddings([call.inputs[i] for i in call.node.inputs])  # anchors first, in plan order
+    m = call.cfg.manifold
+    coords, reducer, sample, timings = fit_manifold(vecs, m.n_components, m.n_neighbors, m.min_dist,
+                                                    m.sample_size, m.seed)
+    table = vectors_table(frame["example_id"].tolist(), frame["dataset"].tolist(), coords)
+    table = table.rename_columns(["example_id", "dataset", "coords"])
+    table = table.append_column("role", pa.array(frame["role"].tolist(), pa.string()))
+    pq.write_table(table, call.out / "coords.parquet")
+    save_reducer(reducer, call.out / "reducer.joblib")
+    return {"rows": len(frame), "sample_rows": len(sample), "n_components": m.n_components,
+            **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def load_coords(path: str | Path) -> pd.DataFrame:
+    """The coordinates table as a frame (example_id, dataset, role); the (N, d) array is in ``.attrs["xy"]``."""
+    import pyarrow.parquet as pq
+
+    from cdco_core.odms.shards import table_vectors
+
+    table = pq.read_table(path)
+    frame = pd.DataFrame({c: table.column(c).to_pylist() for c in ("example_id", "dataset", "role")})
+    frame.attrs["xy"] = table_vectors(table, "coords")
+    return frame
+
+
+STEP = Step("manifold", section, compute, label=lambda node: node.id)
