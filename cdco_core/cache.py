@@ -15,7 +15,7 @@ On disk, under ``CDCO_HOME/steps/<step>/``::
         outputs.json               the step's small JSON result (metrics, counts), hashed like every other file
         record.json                {"step", "key", "label", "files": {name: sha256}}, written last
     <label>-<key[:16]>.partial/    resume state while the step runs (embedding shards, training checkpoints)
-    <label>-<key[:16]>.lock        held while the step computes or publishes (two processes never both do)
+    .locks/<label>-<key[:16]>      held while the step computes or publishes (two processes never both do)
 
 A record is trusted only if it parses, names this key, and every file it lists still has its sha256: any other
 state is a cache miss and the step runs again. Every number a report shows comes from such a file.
@@ -102,6 +102,7 @@ def imports_of(module: str, root: Path | None = None, module_level_only: bool = 
                 visit(child, top)
 
     visit(tree, True)
+    found.discard(module)  # `from pkg import sub` inside pkg/__init__.py names the package itself
     return {m for m in found if m.split(".")[0] == PACKAGE and module_file(m, root) is not None}
 
 
@@ -208,8 +209,9 @@ def read_record(out: Path, key: str) -> Record | None:
 @contextlib.contextmanager
 def step_lock(out: Path) -> Iterator[None]:
     """Exclusive lock on one step output across processes (``fcntl.flock``; released if the holder dies)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "a+") as fh:
+    locks = out.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / out.name, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

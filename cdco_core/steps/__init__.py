@@ -16,54 +16,14 @@ the verified record under that key, computing it first when there is none. Both 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cdco_core.cache import Record, code_digest, run_cached, step_key
+from cdco_core.cache import Record, run_cached
+from cdco_core.steps.base import Step, StepCall
 
 if TYPE_CHECKING:  # the plan imports steps, never the other way: a step's code digest must not hold the planner
     from cdco_core.config import Config
     from cdco_core.plan import Node
-
-
-@dataclass
-class StepCall:
-    """What a step's compute receives: its config, node, input records, and where to write."""
-
-    cfg: Config
-    node: Node
-    inputs: dict[str, Record]
-    key: str
-    out: Path  # the step's files go here (published atomically)
-    scratch: Path  # resume state (kept across a kill until the output is published)
-    on_step: Callable[[dict[str, Any]], None] | None = None  # training progress: {"stage", "step", "loss", ...}
-
-
-@dataclass(frozen=True)
-class Step:
-    """A step: the config JSON it reads, how it computes, and the modules whose code is its code digest.
-
-    Attributes:
-        section: ``section(cfg, node) -> JSON``: everything of the config the step reads (enters the key).
-        compute: ``compute(call) -> outputs``: writes ``call.out``; returns small JSON.
-        label: a readable name for folders and logs (e.g. ``imdb``, ``cdco-seed0-2-poincare``).
-        modules: ``modules(cfg, node)``: modules whose import closure is the step's code (default: the step's own).
-    """
-
-    name: str
-    section: Callable[[Config, Node], Any]
-    compute: Callable[[StepCall], dict[str, Any]]
-    label: Callable[[Node], str]
-    modules: Callable[[Config, Node], tuple[str, ...]] | None = None
-
-    def code(self, cfg: Config, node: Node) -> str:
-        mods = self.modules(cfg, node) if self.modules else (self.compute.__module__,)
-        return code_digest(*mods)
-
-    def key(self, cfg: Config, node: Node, inputs: dict[str, Record]) -> str:
-        return step_key(self.name, {k: r.digest for k, r in inputs.items()}, self.section(cfg, node),
-                        self.code(cfg, node))
 
 
 def _steps() -> dict[str, Step]:

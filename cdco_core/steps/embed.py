@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cdco_core.errors import InputError
-from cdco_core.steps import Step, StepCall
+from cdco_core.steps.base import Step, StepCall, model_section
 
 if TYPE_CHECKING:
     from cdco_core.cache import Record
@@ -44,19 +44,6 @@ def odms_datasets(cfg: Config, specs: list[TaskSpec]) -> tuple[list[str], list[s
                else "no task with kind: OOD is configured")
         raise InputError(f"the OOD pool is empty: {why}")
     return anchors, pool
-
-
-@functools.lru_cache(maxsize=8)
-def _identity(model_json: str) -> dict[str, str]:
-    from cdco_core.config import ModelConfig
-    from cdco_core.models.encoder import model_identity
-
-    return model_identity(ModelConfig.model_validate_json(model_json)).as_dict()
-
-
-def model_section(cfg: Config) -> dict[str, Any]:
-    """What every step that runs the encoder reads of ``model``: its identity (weights digest) and max length."""
-    return {"identity": _identity(cfg.model.model_dump_json()), "max_length": cfg.model.max_length}
 
 
 def section(cfg: Config, node: Node) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from cdco_core.steps import Step, StepCall
+from cdco_core.steps.base import Step, StepCall
 from cdco_core.steps.train import method_module
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from cdco_core.steps import Step, StepCall
+from cdco_core.steps.base import Step, StepCall
 
 if TYPE_CHECKING:
     from cdco_core.config import Config

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from cdco_core.steps import Step, StepCall
+from cdco_core.steps.base import Step, StepCall
 
 if TYPE_CHECKING:
     from cdco_core.config import Config

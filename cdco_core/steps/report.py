@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from cdco_core.steps import Step, StepCall
+from cdco_core.steps.base import Step, StepCall
 
 if TYPE_CHECKING:
     from cdco_core.config import Config

@@ -13,8 +13,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from cdco_core.errors import InputError
-from cdco_core.steps import Step, StepCall
-from cdco_core.steps.embed import model_section
+from cdco_core.steps.base import Step, StepCall, model_section
 
 if TYPE_CHECKING:
     from cdco_core.cache import Record

@@ -1,0 +1,67 @@
+"""What a step is: the config it reads, how it computes, its code (see :mod:`cdco_core.steps`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cdco_core.cache import Record, code_digest, step_key
+
+if TYPE_CHECKING:
+    from cdco_core.config import Config
+    from cdco_core.plan import Node
+
+
+@dataclass
+class StepCall:
+    """What a step's compute receives: its config, node, input records, and where to write."""
+
+    cfg: Config
+    node: Node
+    inputs: dict[str, Record]
+    key: str
+    out: Path  # the step's files go here (published atomically)
+    scratch: Path  # resume state (kept across a kill until the output is published)
+    on_step: Callable[[dict[str, Any]], None] | None = None  # training progress: {"stage", "step", "loss", ...}
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step: the config JSON it reads, how it computes, and the modules whose code is its code digest.
+
+    Attributes:
+        section: ``section(cfg, node) -> JSON``: everything of the config the step reads (enters the key).
+        compute: ``compute(call) -> outputs``: writes ``call.out``; returns small JSON.
+        label: a readable name for folders and logs (e.g. ``imdb``, ``cdco-seed0-2-poincare``).
+        modules: ``modules(cfg, node)``: modules whose import closure is the step's code (default: the step's own).
+    """
+
+    name: str
+    section: Callable[[Config, Node], Any]
+    compute: Callable[[StepCall], dict[str, Any]]
+    label: Callable[[Node], str]
+    modules: Callable[[Config, Node], tuple[str, ...]] | None = None
+
+    def code(self, cfg: Config, node: Node) -> str:
+        mods = self.modules(cfg, node) if self.modules else (self.compute.__module__,)
+        return code_digest(*mods)
+
+    def key(self, cfg: Config, node: Node, inputs: dict[str, Record]) -> str:
+        return step_key(self.name, {k: r.digest for k, r in inputs.items()}, self.section(cfg, node),
+                        self.code(cfg, node))
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(model_json: str) -> dict[str, str]:
+    from cdco_core.config import ModelConfig
+    from cdco_core.models.encoder import model_identity
+
+    return model_identity(ModelConfig.model_validate_json(model_json)).as_dict()
+
+
+def model_section(cfg: Config) -> dict[str, Any]:
+    """What every step that runs the encoder reads of ``model``: its identity (weights digest) and max length."""
+    return {"identity": _identity(cfg.model.model_dump_json()), "max_length": cfg.model.max_length}
