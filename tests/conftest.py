@@ -54,9 +54,9 @@ def one_torch_thread():
 @pytest.fixture
 def smoke_cfg():
     """The smoke profile, validated."""
-    from cdco_core.config import load_config
+    from cdco_core.profile import load_profile
 
-    return load_config("smoke")
+    return load_profile("smoke")
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,24 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-STEP_RUNS = {"prepare_data", "embed", "fit_manifold", "build_negative_index", "evaluate/cdco/seed0", "report",
+STEP_RUNS = {"prepare_data", "embed", "fit_manifold", "build_negative_index", "evaluate[cdco/seed0]", "report",
              "register_model"}
 STAGES = ["0-warmup", "1-euclidean", "2-poincare", "3-consolidate"]
+OVERRIDES = ["orchestration.task_runner=thread"]  # orchestration settings are not part of any cache key
+
+
+def _run_pipeline(profile: str) -> dict[str, Any]:
+    from cdco_core.profile import load_profile
+    from flows.full_pipeline import run_pipeline
+
+    return run_pipeline(load_profile(profile, OVERRIDES), profile, OVERRIDES)
+
+
+def _plan(profile: str) -> Any:
+    from cdco_core.plan import build_plan
+    from cdco_core.profile import load_profile
+
+    return build_plan(load_profile(profile, OVERRIDES), report=True)
 
 
 def _mlflow(stack: dict[str, Any]) -> Any:
@@ -39,7 +54,7 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     exp = client.get_experiment_by_name("cdco-itest")
     [parent] = client.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run.id}'")
     children = _children(client, parent.info.run_id, exp.experiment_id)
-    assert STEP_RUNS | {f"mac_stage/cdco/seed0/{s}" for s in STAGES} <= set(children)
+    assert STEP_RUNS | {f"train[cdco/seed0/{s}]" for s in STAGES} <= set(children)
     with get_client(sync_client=True) as pc:  # the Prefect run is tagged with the MLflow run id
         assert f"mlflow:{parent.info.run_id}" in pc.read_flow_run(flow_run.id).tags
     assert client.download_artifacts(parent.info.run_id, "config/resolved.yaml").endswith("resolved.yaml")
@@ -53,24 +68,25 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     assert [a.path for a in client.list_artifacts(neg.info.run_id, "negatives")] == ["negatives/negatives.parquet"]
     assert {a.path for a in client.list_artifacts(neg.info.run_id, "plots")} == {"plots/manifold.png",
                                                                                 "plots/distances.png"}
-    stage = children["mac_stage/cdco/seed0/1-euclidean"]
+    stage = children["train[cdco/seed0/1-euclidean]"]
     assert [a.path for a in client.list_artifacts(stage.info.run_id, "weights")] == ["weights/weights.safetensors"]
     assert "step.loss" in stage.data.metrics and "train.last_loss" in stage.data.metrics
-    assert any(k.startswith("avg.") for k in children["evaluate/cdco/seed0"].data.metrics)
+    assert any(k.startswith("avg.") for k in children["evaluate[cdco/seed0]"].data.metrics)
     report = {a.path for a in client.list_artifacts(children["report"].info.run_id, "comparison")}
     assert {"comparison/comparison.csv", "comparison/comparison.md"} <= report
     assert client.get_model_version("cdco-itest", "1").tags["cdco.method"] == "cdco"
 
 
 def test_unchanged_rerun_recomputes_nothing(on_stack) -> None:
-    from flows.full_pipeline import run_pipeline
-
     # thread runner here: orchestration settings are not part of any cache key
-    result = run_pipeline(on_stack["profile"], ["orchestration.task_runner=thread"])
-    computed = [name for name, s in result["steps"].items() if not s["cached"] and name != "prepare_data"]
+    result = _run_pipeline(on_stack["profile"])
+    # prepare is never cached by Prefect (the data layer addresses it by the files it reads)
+    computed = [name for name, s in result["steps"].items() if not s["cached"] and not name.startswith("prepare[")]
     assert computed == []
-    # prepare + 3 embedded datasets (2 ID anchors, 1 OOD pool) + manifold + negatives + 4 stages + evaluate + report
-    assert len(result["steps"]) == 12
+    # every task + 3 embedded datasets (2 ID anchors, 1 OOD pool) + manifold + negatives + 4 stages + evaluate + report
+    plan = _plan(on_stack["profile"])
+    assert set(result["steps"]) == set(plan.nodes)
+    assert len(plan.nodes) == len(plan.of_step("prepare")) + 11 and len(plan.of_step("embed")) == 3
     assert result["registered"]["reused"] is True
 
 
@@ -79,8 +95,9 @@ def test_registered_model_reloads_with_equal_logits(on_stack) -> None:
     import numpy as np
     import pandas as pd
 
-    from cdco_core.config import load_config
-    from cdco_core.training.pipeline import load_trained
+    from cdco_core.data import open_task
+    from cdco_core.runner import run_plan
+    from cdco_core.steps.train import load_trained
     from tasks.pyfunc_model import predict_frame
 
     mlflow.set_tracking_uri(on_stack["urls"]["mlflow"])
@@ -88,8 +105,14 @@ def test_registered_model_reloads_with_equal_logits(on_stack) -> None:
     frame = pd.DataFrame({"task": ["rotten_tomatoes", "sms_spam", "sms_spam"],
                           "text_a": ["a warm, funny film", "WIN a free prize now", "see you at six"]})
     got = model.predict(frame)
-    cfg = load_config(on_stack["profile"])
-    ref_model, tok = load_trained(cfg, "cdco", 0)
+    plan = _plan(on_stack["profile"])
+    last = plan.last_stage("cdco", 0).id
+    done = run_plan(plan, targets=[last])  # every step from the flow's cache (the same keys)
+    assert all(r.cached for n, r in done.items() if not n.startswith("prepare["))
+    cfg = plan.config_for(plan.nodes[last])
+    tasks = [open_task(done[i]) for i in plan.nodes[last].inputs
+             if i.startswith("prepare[") and done[i].outputs["kind"] == "ID"]  # the heads the model carries
+    ref_model, tok = load_trained(cfg, "cdco", 0, done[last], tasks)
     ref = predict_frame(ref_model, tok, cfg.model.max_length, frame)
     np.testing.assert_allclose(np.stack(got["logits"]), np.stack(ref["logits"]), rtol=0, atol=1e-6)
     with ref_model.adapters_disabled():  # the adapters matter: the check above could fail
@@ -102,16 +125,20 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.full_pipeline import run_pipeline
     from flows.sensor import EVENT, dataset_sensor
     from tests.integration.conftest import write_ki_csv
 
     # the served sensor may already have recorded the baseline (its interval schedule starts at once)
     assert dataset_sensor(on_stack["profile"])["changed"] == {}
+    before = _run_pipeline(on_stack["profile"])["steps"]
     write_ki_csv(on_stack["ki_csv"], variant=1)  # one KI dataset changes
-    result = run_pipeline(on_stack["profile"], ["orchestration.task_runner=thread"])
-    computed = {name for name, s in result["steps"].items() if not s["cached"]}
-    assert computed == {"prepare_data", "evaluate/cdco/0", "report"}  # nothing upstream of evaluation
+    result = _run_pipeline(on_stack["profile"])
+    steps = result["steps"]
+    computed = {name for name, s in steps.items() if not s["cached"] and not name.startswith("prepare[")}
+    # nothing upstream of evaluation; the report reads the evaluation's content, so it is recomputed exactly when
+    # the new evaluation's files differ (a changed KI row may leave every score and prediction as they were)
+    changed = steps["evaluate[cdco/seed0]"]["digest"] != before["evaluate[cdco/seed0]"]["digest"]
+    assert computed == {"evaluate[cdco/seed0]", *(["report"] if changed else [])}
 
     since = time.time()
     sensed = dataset_sensor(on_stack["profile"])

@@ -77,8 +77,11 @@ def test_unknown_profile_lists_available():
     ],
 )
 def test_schedule_validation(override, message):
+    from cdco_core.profile import load_profile
+
+    # load_config checks the structure; the stage groups are checked by load_profile (what every command calls)
     with pytest.raises(ConfigError, match=message):
-        load_config("smoke", [override])
+        load_profile("smoke", [override])
 
 
 def test_metric_must_fit_task_type(tmp_path):

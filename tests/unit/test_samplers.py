@@ -1,9 +1,8 @@
-"""Task samplers: probabilities by hand, exact resume, the registry and its plugin hook."""
+"""Task samplers: probabilities by hand, exact resume, the registry (SAMPLERS)."""
 
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -16,7 +15,6 @@ from cdco_core.samplers import (
     TaskSampler,
     get_sampler,
     list_samplers,
-    register_sampler,
     sampler_from_config,
 )
 
@@ -112,33 +110,27 @@ def test_sampler_from_config_passes_temperature_only_where_taken():
     assert sampler_from_config(train).probabilities(SIZES) == pytest.approx([1 / 3] * 3)
 
 
-def test_register_sampler_and_plugin_hook(monkeypatch, tmp_path):
-    monkeypatch.setattr(samplers, "_REGISTRY", dict(samplers._REGISTRY))
+def test_register_sampler_in_registry(monkeypatch):
+    # A new sampler is one SAMPLERS.register call; a clash is refused; an unknown name lists the registered ones.
+    monkeypatch.setattr(samplers.SAMPLERS, "_entries", dict(samplers.SAMPLERS._entries))
 
-    @register_sampler("first_only")
     class FirstOnly(TaskSampler):
         def log_weights(self, sizes):
             return np.where(np.arange(len(sizes)) == 0, 0.0, -np.inf)
 
+    samplers.SAMPLERS.register("first_only", FirstOnly)
     assert "first_only" in list_samplers()
     assert get_sampler("first_only").probabilities([4, 4]) == pytest.approx([1.0, 0.0])
 
-    # A method folder's sampler is imported on first use of its name.
-    (tmp_path / "fake_plugin_mod.py").write_text(
-        "import numpy as np\n"
-        "from cdco_core.samplers import BatchLevelSampler, register_sampler\n"
-        "@register_sampler('entropy_demo')\n"
-        "class EntropyDemo(BatchLevelSampler):\n"
-        "    pass\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(samplers, "PLUGIN_MODULES", {"entropy_demo": "fake_plugin_mod", "ghost": "no_such_mod_x"})
-    try:
-        demo = get_sampler("entropy_demo")
-        assert demo.batch_level and isinstance(demo, BatchLevelSampler)
-    finally:
-        sys.modules.pop("fake_plugin_mod", None)
-    with pytest.raises(InputError, match="'ghost' is provided by no_such_mod_x, which cannot be imported"):
+    class EntropyDemo(BatchLevelSampler):
+        pass
+
+    samplers.SAMPLERS.register("entropy_demo", EntropyDemo)
+    demo = get_sampler("entropy_demo")
+    assert demo.batch_level and isinstance(demo, BatchLevelSampler)
+    with pytest.raises(ValueError, match="'first_only' is already registered"):
+        samplers.SAMPLERS.register("first_only", EntropyDemo)
+    with pytest.raises(InputError, match=r"unknown sampler 'ghost'; available: .*first_only"):
         get_sampler("ghost")
 
 

@@ -1,4 +1,4 @@
-"""make serve / make stop plumbing (cdco_core/serve.py): ports, commands, and stopping exactly our PIDs.
+"""make serve / make stop plumbing (cli/serve.py): ports, commands, and stopping exactly our PIDs.
 The real servers are started in tests/integration."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MLflow helpers (cdco_core/tracking.py) on a SQLite store under tmp_path (the autouse cdco_home fixture)."""
+"""MLflow helpers (tasks/tracking.py) on a SQLite store under tmp_path (the autouse cdco_home fixture)."""
 
 from __future__ import annotations
 

@@ -90,11 +90,13 @@ def test_markdown_and_plots_are_written(tmp_path, smoke_cfg):
 
 
 def test_seed_input_is_checked(smoke_cfg):
-    assert C.resolve_seeds(smoke_cfg, None) == smoke_cfg.eval.seeds
+    from cdco_core.plan import build_plan
+
+    assert build_plan(smoke_cfg, ["frozen"], None).seeds == smoke_cfg.eval.seeds
     with pytest.raises(InputError, match=r"seeds must be distinct non-negative integers.*\[0, 0\]"):
-        C.resolve_seeds(smoke_cfg, [0, 0])
+        build_plan(smoke_cfg, ["frozen"], [0, 0])
     with pytest.raises(InputError, match="got \\[\\]"):
-        C.resolve_seeds(smoke_cfg, [])
+        build_plan(smoke_cfg, ["frozen"], [])
 
 
 def test_single_method_single_seed(tmp_path, smoke_cfg):
@@ -113,7 +115,7 @@ def test_plot_colours_and_range():
     from cdco_core.evaluation.plots import method_colors, value_range
     from cdco_core.methods import METHODS
 
-    names = list(METHODS)
+    names = METHODS.names()
     colours = method_colors(names)
     assert len(set(colours.values())) == len(names) == 12  # tab10 would repeat two colours
     assert method_colors(names[:3]) == {m: method_colors(names[:3])[m] for m in names[:3]}

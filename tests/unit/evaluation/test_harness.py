@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cdco_core.config import load_config
 from cdco_core.errors import InputError
-from cdco_core.evaluation.compare import run_comparison
-from cdco_core.evaluation.pipeline import evaluate_step
+from cdco_core.plan import build_plan
+from cdco_core.profile import load_profile
+from cdco_core.runner import run_comparison, run_plan
 
 METHODS = ["lora_mtl", "frozen"]
 SEEDS = [0, 1]
@@ -26,7 +26,7 @@ SEEDS = [0, 1]
 @pytest.fixture
 def short_smoke_cfg():
     """The smoke profile with one training step per stage and a third of its rows (evaluation settings unchanged)."""
-    return load_config("smoke", [f"train.stages.{i}.steps=1" for i in range(4)]
+    return load_profile("smoke", [f"train.stages.{i}.steps=1" for i in range(4)]
                        + ["data.max_rows.train=32", "data.max_rows.validation=16"])
 
 
@@ -57,13 +57,15 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
 
     # the same seed again, without the evaluation and feature caches (re-encode, refit the heads; the trained
     # weights come from the trainer's cache, whose determinism the trainer tests): the same numbers
-    shutil.rmtree(cdco_home / "eval")
+    shutil.rmtree(cdco_home / "steps" / "evaluate")
     shutil.rmtree(cdco_home / "cache" / "features")
-    again = evaluate_step(short_smoke_cfg, "lora_mtl", 0)
-    assert again["cached"] is False
+    plan = build_plan(short_smoke_cfg, ["lora_mtl"], [0])
+    done = run_plan(plan, targets=["evaluate[lora_mtl/seed0]"])
+    again = done["evaluate[lora_mtl/seed0]"]
+    assert again.cached is False and all(r.cached for n, r in done.items() if n.startswith("train["))
     first = long[(long.method == "lora_mtl") & (long.seed == 0) & (long.task != "average")]
     for row in first.itertuples():
-        assert again["metrics"][row.task][row.metric] == pytest.approx(row.value, abs=1e-12)
+        assert again.outputs["metrics"][row.task][row.metric] == pytest.approx(row.value, abs=1e-12)
 
 
 def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_path, cdco_home):
@@ -71,7 +73,7 @@ def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_p
     # then the same in order, from an empty cache again: every metric equal
     par = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "par", jobs=2,
                          threads_per_job=1)
-    for d in ("eval", "runs", "cache/features"):
+    for d in ("steps", "cache/features"):
         shutil.rmtree(cdco_home / d)
     ser = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "ser")
     assert par["table"] == ser["table"]
@@ -86,23 +88,24 @@ def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_p
 def test_bad_input_fails_before_training(smoke_cfg, tmp_path, cdco_home):
     with pytest.raises(InputError, match=r"unknown method 'lora_xl'; available: .*cdco.*lora_mtl"):
         run_comparison(smoke_cfg, methods=["cdco", "lora_xl"], seeds=[0], out_dir=tmp_path)
-    with pytest.raises(InputError, match=r"unknown task\(s\) \['sst9'\]; configured tasks: "):
-        run_comparison(smoke_cfg, methods=["lora_mtl"], seeds=[0], out_dir=tmp_path, tasks=["imdb", "sst9"])
     with pytest.raises(InputError, match=r"given more than once"):
         run_comparison(smoke_cfg, methods=["frozen", "frozen"], seeds=[0], out_dir=tmp_path)
-    assert not (cdco_home / "runs").exists()  # nothing was trained
+    with pytest.raises(InputError, match=r"seeds must be distinct non-negative integers"):
+        run_comparison(smoke_cfg, methods=["frozen"], seeds=[0, 0], out_dir=tmp_path)
+    assert not (cdco_home / "steps").exists()  # nothing was trained (nor embedded)
 
 
 def test_all_means_every_registered_method_cdco_first(smoke_cfg):
-    from cdco_core.evaluation.compare import resolve_methods
-    from cdco_core.methods import list_methods
+    from cdco_core.methods import expand_methods, list_methods
 
-    names = resolve_methods(smoke_cfg, ["all"])
+    names = expand_methods(["all"])
     assert names[0] == "cdco" and sorted(names) == list_methods() and len(names) == 12
     with pytest.raises(InputError, match="unknown method 'all'"):  # "all" alone, not mixed with names
-        resolve_methods(smoke_cfg, ["all", "cdco"])
+        load_profile("smoke", ["eval.methods=[all,cdco]"])
+    with pytest.raises(InputError, match="unknown method 'all'"):
+        build_plan(smoke_cfg, ["all", "cdco"], [0])
     # the config takes it too: `cdco run --methods all` and `--set eval.methods=[all]`
-    assert load_config("smoke", ["eval.methods=[all]"]).eval.methods == names
+    assert load_profile("smoke", ["eval.methods=[all]"]).eval.methods == names
 
 
 def test_cli_unknown_method_is_one_line_exit_2(tmp_path):

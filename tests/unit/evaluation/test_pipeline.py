@@ -1,4 +1,5 @@
-"""Input checks before training; evaluate_model on the smoke tasks with a real (untrained) multi-task model."""
+"""Input checks before training; evaluate_model (evaluation/scoring.py) on the smoke tasks with a real (untrained)
+multi-task model; the evaluate step's cache key."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from cdco_core.cache import Record
 from cdco_core.data.spec import TaskSpec
-from cdco_core.errors import ConfigError, InputError
-from cdco_core.evaluation import pipeline as P
+from cdco_core.errors import InputError
+from cdco_core.evaluation import scoring as P
 from cdco_core.evaluation.features import pair_texts
 
 
@@ -44,16 +46,19 @@ def test_metric_that_does_not_fit_the_type(smoke_tasks):
         P.check_tasks([dataclasses.replace(t, spec=bad)])
 
 
-def test_method_overrides_are_applied_and_validated(smoke_cfg):
-    class M:
-        name = "x"
-        config_overrides = ["negatives.mode=random"]
+def test_method_configure_changes_a_copy_that_is_still_valid(smoke_cfg):
+    from cdco_core.config import Config
+    from cdco_core.data import task_specs
+    from cdco_core.methods import get_method
 
-    assert P.method_config(smoke_cfg, M()).negatives.mode == "random"
+    mcfg = get_method("cdco_random_negatives", smoke_cfg).configure(smoke_cfg)
+    assert mcfg.negatives.mode == "random"
     assert smoke_cfg.negatives.mode == "manifold"  # the caller's config is untouched
-    M.config_overrides = ["negatives.mode=sideways"]
-    with pytest.raises(ConfigError, match=r"(?s)method 'x' config_overrides.*negatives\.mode: .*sideways"):
-        P.method_config(smoke_cfg, M())
+    assert Config.model_validate(mcfg.model_dump(mode="json")) == mcfg  # what crosses a process stays valid
+    strict = get_method("cdco_strict", smoke_cfg).configure(smoke_cfg)
+    assert strict.negatives.strict_exclude == sorted(s.name for s in task_specs(smoke_cfg.data) if s.kind == "OOD")
+    assert smoke_cfg.negatives.strict_exclude == []
+    assert get_method("cdco", smoke_cfg).configure(smoke_cfg) is smoke_cfg
 
 
 def test_kind_averages():
@@ -93,12 +98,24 @@ def test_evaluate_model_scores_every_task_and_is_deterministic():
     np.testing.assert_array_equal(again["predictions"].pred, preds.pred)
 
 
-def test_eval_key_follows_what_scores_depend_on(smoke_tasks):
-    from cdco_core.config import load_config
+def _eval_key(cfg, seed: int, model_digest: str) -> str:
+    """The evaluate step's key of cdco/seed<seed>, its last stage's record having ``model_digest``."""
+    from cdco_core.plan import build_plan
+    from cdco_core.steps import get_step
 
-    base = load_config("smoke")
-    key = P.eval_key(base, 0, "model-digest", smoke_tasks)
-    assert P.eval_key(load_config("smoke", ["eval.seeds=[0,1,2]"]), 0, "model-digest", smoke_tasks) == key
-    assert P.eval_key(load_config("smoke", ["eval.head_lr=0.1"]), 0, "model-digest", smoke_tasks) != key
-    assert P.eval_key(base, 1, "model-digest", smoke_tasks) != key
-    assert P.eval_key(base, 0, "other-model", smoke_tasks) != key
+    plan = build_plan(cfg, ["cdco"], [seed])
+    (node,) = plan.of_step("evaluate")
+    inputs = {i: Record("x", i, "k", "/nowhere", {}, digest=model_digest if i.startswith("train[") else f"d-{i}")
+              for i in node.inputs}
+    return get_step("evaluate").key(plan.config_for(node), node, inputs)
+
+
+def test_eval_key_follows_what_scores_depend_on():
+    from cdco_core.profile import load_profile
+
+    base = load_profile("smoke")
+    key = _eval_key(base, 0, "model-digest")
+    assert _eval_key(load_profile("smoke", ["eval.seeds=[0,1,2]"]), 0, "model-digest") == key
+    assert _eval_key(load_profile("smoke", ["eval.head_lr=0.1"]), 0, "model-digest") != key
+    assert _eval_key(base, 1, "model-digest") != key
+    assert _eval_key(base, 0, "other-model") != key

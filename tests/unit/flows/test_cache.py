@@ -1,114 +1,140 @@
-"""Content-addressed task caching (tasks/_cache.py): keys, output fingerprints, stale records."""
+"""Prefect's step cache (tasks/_cache.py): the key is the library's step key, and a result file Prefect would read is
+kept only if it names the JSON serializer and equals the library's verified record (nothing is ever unpickled)."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+from prefect.serializers import JSONSerializer, PickleSerializer
 
-from tasks._cache import StepCache, fingerprint, fresh_key, output_digest, verify
+from cdco_core.cache import Record, run_cached
+from cdco_core.plan import Node
+from cdco_core.profile import config_to_json
+from tasks._cache import StepCache, drop_unless_verified, stored_record
 
-CFG = {"seed": 0, "embed": {"shard_rows": 64, "batch_tokens": 2048},
-       "train": {"lr": 1.0, "stages": [{"name": "a"}]}, "eval": {"methods": ["cdco"]}}
-
-
-def _key(policy: StepCache, cfg=CFG, **args) -> str:
-    return policy.base_key({"cfg": cfg, **args})
-
-
-def test_key_follows_sections_args_and_nothing_else() -> None:
-    p = StepCache(step="embed", sections=("seed", "embed"), code=("tasks/_cache.py",))
-    base = _key(p, upstream={"data": "d1"})
-    assert base == _key(p, upstream={"data": "d1"})
-    assert base != _key(p, upstream={"data": "d2"})  # an upstream digest
-    assert base != _key(p, cfg={**CFG, "embed": {**CFG["embed"], "shard_rows": 32}}, upstream={"data": "d1"})
-    # a section the step does not read leaves the key alone (so do the profile's name and the run id)
-    assert base == _key(p, cfg={**CFG, "eval": {"methods": ["ca_mtl"]}}, upstream={"data": "d1"})
-    assert base != _key(StepCache(step="manifold", sections=("seed", "embed"), code=("tasks/_cache.py",)),
-                        upstream={"data": "d1"})
+MANIFOLD = Node("manifold", "manifold", params={}, inputs=["embed[a]"])
 
 
-def test_excluded_subsection_does_not_enter_the_key() -> None:
-    p = StepCache(step="train", sections=("train",), exclude=("train.stages",))
-    later = {**CFG, "train": {"lr": 1.0, "stages": [{"name": "a"}, {"name": "b"}]}}
-    assert _key(p) == _key(p, cfg=later)
-    assert _key(p) != _key(p, cfg={**CFG, "train": {"lr": 2.0, "stages": [{"name": "a"}]}})
+def _key(cfg, upstream: dict[str, str] | None = None, node: Node = MANIFOLD, storage: str = "") -> str:
+    ups = {k: Record("embed", k, "k", "/nowhere", {}, digest=d).as_dict()
+           for k, d in (upstream or {"embed[a]": "d1"}).items()}
+    return StepCache(storage=storage).compute_key(None, {"cfg": config_to_json(cfg), "node": node.as_dict(),
+                                                        "upstream": ups}, {})
 
 
-def test_code_version_changes_the_key(tmp_path, monkeypatch) -> None:
-    import tasks._cache as cache
+def test_key_is_the_library_key_and_follows_inputs_section_and_nothing_else(smoke_cfg) -> None:
+    from cdco_core.steps import node_key
 
-    src = tmp_path / "step.py"
-    src.write_text("x = 1\n")
-    monkeypatch.setattr(cache, "PROJECT_ROOT", tmp_path)
-    cache.code_version.cache_clear()
-    p = StepCache(step="s", code=("step.py",))
-    before = _key(p)
-    src.write_text("x = 2\n")
-    cache.code_version.cache_clear()
-    assert _key(p) != before
-    cache.code_version.cache_clear()
-
-
-def test_fingerprint_hashes_files_and_folders_and_verify_catches_changes(tmp_path: Path) -> None:
-    f = tmp_path / "out.parquet"
-    f.write_bytes(b"abc")
-    d = tmp_path / "shards"
-    d.mkdir()
-    (d / "0.parquet").write_bytes(b"x")
-    res = fingerprint({"path": str(f), "dir": str(d), "rows": 3, "cached": True, "note": str(f)})
-    assert res["_files"][str(f)] == hashlib.sha256(b"abc").hexdigest()
-    assert set(res["_files"]) == {str(f), str(d)}  # only path-like keys count ("note" does not)
-    assert verify(res)
-    assert output_digest(res) == output_digest({**res, "cached": False})  # flags do not move digests
-    (d / "0.parquet").write_bytes(b"y")  # corrupt a shard
-    assert not verify(res)
-    (d / "0.parquet").write_bytes(b"x")
-    f.unlink()  # a file gone
-    assert not verify(res)
-    assert not verify({"path": str(f)}) and not verify(None)
+    base = _key(smoke_cfg)
+    up = {"embed[a]": Record("embed", "a", "k", "/nowhere", {}, digest="d1")}
+    assert base == node_key(smoke_cfg, MANIFOLD, up)  # one key for Prefect and the library's folder
+    assert base == _key(smoke_cfg)
+    assert base != _key(smoke_cfg, {"embed[a]": "d2"})  # an upstream digest
+    nn = smoke_cfg.manifold.n_neighbors + 1
+    assert base != _key(smoke_cfg.model_copy(update={"manifold": smoke_cfg.manifold.model_copy(
+        update={"n_neighbors": nn})}))
+    # a section the step does not read leaves the key alone (so does the profile's name)
+    other = smoke_cfg.model_copy(update={"eval": smoke_cfg.eval.model_copy(update={"methods": ["ca_mtl"]}),
+                                         "profile": "renamed"})
+    assert base == _key(other)
+    negatives = Node("negatives", "negatives", params={}, inputs=["embed[a]"])
+    assert base != _key(smoke_cfg, node=negatives)
+    prepare = Node("prepare[a]", "prepare", params={"task": "a"})
+    assert _key(smoke_cfg, {}, node=prepare) is None  # never cached by Prefect: the data layer addresses it
 
 
-@dataclass
-class Record:
-    result: dict
+def test_code_in_the_steps_import_closure_changes_the_key(smoke_cfg, tmp_path, monkeypatch) -> None:
+    import cdco_core.cache as cache
+
+    root = tmp_path / "cdco_core"
+    shutil.copytree(cache.SOURCE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "SOURCE_ROOT", root)
+    before = _key(smoke_cfg)
+    (root / "losses.py").write_text((root / "losses.py").read_text() + "\n# edited\n")  # not the manifold's code
+    cache._code_digest.cache_clear()  # digests are computed once per process; the edit happens mid-process here
+    assert _key(smoke_cfg) == before
+    (root / "odms" / "manifold.py").write_text((root / "odms" / "manifold.py").read_text() + "\n# edited\n")
+    cache._code_digest.cache_clear()
+    assert _key(smoke_cfg) != before
+    cache._code_digest.cache_clear()
 
 
-@dataclass
-class FakeStore:
-    """Just the two calls fresh_key makes on Prefect's ResultStore."""
+def _core_record(key: str) -> Record:
+    def compute(out: Path, scratch: Path) -> dict:
+        (out / "coords.parquet").write_bytes(b"abc")
+        return {"rows": 3}
 
-    records: dict = field(default_factory=dict)
-
-    def exists(self, key: str) -> bool:
-        return key in self.records
-
-    def read(self, key: str) -> Record:
-        return self.records[key]
+    return run_cached("manifold", "manifold", key, compute)
 
 
-def test_fresh_key_skips_stale_records_deterministically(tmp_path: Path) -> None:
-    f = tmp_path / "out.bin"
-    f.write_bytes(b"v1")
-    store = FakeStore()
-    assert fresh_key(store, "k") == "k"  # nothing cached: compute under k
-    store.records["k"] = Record(fingerprint({"path": str(f)}))
-    assert fresh_key(store, "k") == "k"  # valid: a cache hit
-    f.write_bytes(b"corrupt")
-    moved = fresh_key(store, "k")
-    assert moved == hashlib.sha256(b"k:stale").hexdigest()  # recompute under the next key in the chain
-    store.records[moved] = Record(fingerprint({"path": str(f)}))  # the recomputed record
-    assert fresh_key(store, "k") == moved  # found again on the next run
+def _write_prefect(path: Path, result, serializer) -> None:
+    """A result file as Prefect writes it (its own ResultRecord), under the storage key ``path.name``."""
+    meta = ResultRecordMetadata(storage_key=str(path), serializer=serializer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(ResultRecord(metadata=meta, result=result).serialize())
 
 
-@pytest.mark.parametrize("bad", [Record({"no": "files"}), None])
-def test_unreadable_or_unverifiable_records_count_as_stale(bad) -> None:
-    class Broken(FakeStore):
-        def read(self, key):
-            if bad is None:
-                raise OSError("truncated record")
-            return bad
+def test_a_valid_record_is_kept_and_read_as_the_core_record(smoke_cfg, tmp_path) -> None:
+    storage = tmp_path / "prefect"
+    key = _key(smoke_cfg)
+    core = _core_record(key)
+    _write_prefect(storage / key, core.as_dict(), JSONSerializer())
+    assert _key(smoke_cfg, storage=str(storage)) == key
+    assert (storage / key).exists()  # kept: Prefect may serve it
+    got = stored_record(storage / key, key)
+    assert got is not None and got.files == core.files and got.outputs == {"rows": 3} and got.dir == core.dir
+    assert stored_record(storage / key, "another-key") is None  # a record under the wrong key is not trusted
 
-    assert fresh_key(Broken(records={"k": 1}), "k") != "k"
+
+def test_a_record_that_differs_from_the_core_record_is_dropped(smoke_cfg, tmp_path) -> None:
+    storage = tmp_path / "prefect"
+    key = _key(smoke_cfg)
+    core = _core_record(key)
+    _write_prefect(storage / key, {**core.as_dict(), "outputs": {"rows": 999}}, JSONSerializer())
+    assert _key(smoke_cfg, storage=str(storage)) == key
+    assert not (storage / key).exists()
+    # the core folder changed after Prefect stored a matching record: the record no longer verifies
+    _write_prefect(storage / key, core.as_dict(), JSONSerializer())
+    core.path("coords.parquet").write_bytes(b"corrupt")
+    assert not drop_unless_verified(storage / key, key)
+    assert not (storage / key).exists()
+    assert not drop_unless_verified(storage / key, key)  # nothing there: nothing kept
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"metadata": {}}', b"[]"])
+def test_unreadable_records_are_dropped(tmp_path, content) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(content)
+    assert not drop_unless_verified(path, "k")
+    assert not path.exists()
+
+
+class _Trap:
+    """Unpickling this creates ``marker``: proof that a file was deserialised."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_record_is_dropped_without_being_unpickled(smoke_cfg, tmp_path) -> None:
+    storage = tmp_path / "prefect"
+    key = _key(smoke_cfg)
+    _core_record(key)
+    # the payload is live: Prefect's own serializer would run it
+    probe = tmp_path / "probe"
+    PickleSerializer().loads(PickleSerializer().dumps(_Trap(probe)))
+    assert probe.exists()
+    marker = tmp_path / "unpickled"
+    _write_prefect(storage / key, _Trap(marker), PickleSerializer())
+    assert json.loads((storage / key).read_bytes())["metadata"]["serializer"]["type"] == "pickle"
+    assert stored_record(storage / key, key) is None
+    assert _key(smoke_cfg, storage=str(storage)) == key
+    assert not (storage / key).exists()  # dropped: Prefect will run the task, which returns the verified output
+    assert not marker.exists()

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from cdco_core.errors import ConfigError
-from cdco_core.methods.ca_mtl import (
-    CaMtlEncoder,
-    UncertaintySampler,
-    ca_mtl_config,
-    frozen_layer_count,
-    normalized_entropy,
-)
+from cdco_core.methods import METHODS
+from cdco_core.methods.ca_mtl.model import CaMtlEncoder, frozen_layer_count
 from cdco_core.methods.ca_mtl.modules import BlockDiagonalAttentionBias, ConditionalLayerNorm, FiLM
+from cdco_core.samplers import UncertaintySampler, normalized_entropy
+
+
+def ca_mtl_config(raw: dict):
+    """``method_settings.ca_mtl`` validated as a profile load does it (the registry's config class)."""
+    return METHODS.validate_settings("ca_mtl", raw)
 
 
 def _bert(layers: int = 2, hidden: int = 32, seed: int = 0):
@@ -170,9 +171,10 @@ def test_frozen_fraction_is_what_config_says(layers, fraction, frozen):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.freeze_fractoin: unknown key; allowed: .*freeze_fraction"):
+    unknown = r"method_settings\.ca_mtl\.freeze_fractoin: unknown key; allowed.*freeze_fraction"
+    with pytest.raises(ConfigError, match=unknown):
         ca_mtl_config({"freeze_fractoin": 0.5})
-    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.freeze_fraction: .*less than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"method_settings\.ca_mtl\.freeze_fraction: .*less than or equal to 1"):
         ca_mtl_config({"freeze_fraction": 1.5})
     with pytest.raises(ConfigError, match=r"adapter_layers=3 exceeds the encoder's 2 layers"):
         CaMtlEncoder(_bert(), num_tasks=2, settings=ca_mtl_config({"adapter_layers": 3}))
@@ -366,15 +368,23 @@ def test_training_steps_with_uncertainty_sampling_lower_the_loss(smoke_cfg, tmp_
 
 
 def test_configure_validates_settings_and_keys_them():
-    from cdco_core.config import load_config
     from cdco_core.methods import get_method
+    from cdco_core.plan import Node
+    from cdco_core.profile import load_profile
+    from cdco_core.steps.train import section
 
-    method = get_method("ca_mtl")
-    cfg = method.configure(load_config("smoke", ["methods.ca_mtl.freeze_fraction=0.25"]))
-    assert cfg.methods.ca_mtl["freeze_fraction"] == 0.25
-    assert "methods.ca_mtl.freeze_fraction=0.25" in method.config_overrides  # part of the trainer's cache key
-    with pytest.raises(ConfigError, match=r"methods\.ca_mtl\.block: unknown key"):
-        method.configure(load_config("smoke", ["methods.ca_mtl.block=3"]))
+    cfg = load_profile("smoke", ["method_settings.ca_mtl.freeze_fraction=0.25"])
+    assert cfg.method_settings["ca_mtl"]["freeze_fraction"] == 0.25
+    method = get_method("ca_mtl", cfg)
+    assert method.settings.freeze_fraction == 0.25
+    node = Node("train[ca_mtl/seed0/0-t]", "train", "ca_mtl", {"seed": 0, "stage": 0})
+    base = load_profile("smoke")
+    assert get_method("ca_mtl", base).settings.freeze_fraction == 0.5
+    # the settings are part of the training step's cache key
+    assert section(cfg, node)["settings"]["freeze_fraction"] == 0.25
+    assert section(cfg, node) != section(base, node)
+    with pytest.raises(ConfigError, match=r"method_settings\.ca_mtl\.block: unknown key"):
+        load_profile("smoke", ["method_settings.ca_mtl.block=3"])
 
 
 def test_param_groups_scale_the_pretrained_weights(ca_model):

@@ -8,19 +8,24 @@ import pytest
 import torch
 
 from cdco_core.errors import ConfigError
+from cdco_core.methods import METHODS
 from cdco_core.methods.ego_plm.coca import pgd_perturbation, prediction_divergence, project_to_ball
-from cdco_core.methods.ego_plm.config import load_ego_plm_config
 from cdco_core.methods.ego_plm.model import TaskEmbeddingGenerator
 from cdco_core.methods.ego_plm.pretext import MlmHead, detect_pretext, mask_tokens, mlm_loss, simcse_loss
 
 
 # ------------------------------------------------------------------------------------------- config
+def load_ego_plm_config(raw: dict):
+    """``method_settings.ego_plm`` validated as a profile load does it (the registry's config class)."""
+    return METHODS.validate_settings("ego_plm", raw)
+
+
 def test_config_defaults_and_errors():
     c = load_ego_plm_config({})
     assert (c.pretext, c.adv_steps, c.epsilon) == ("auto", 1, 0.1)
-    with pytest.raises(ConfigError, match=r"methods\.ego_plm\.epsilonn: unknown key; allowed: .*epsilon"):
+    with pytest.raises(ConfigError, match=r"method_settings\.ego_plm\.epsilonn: unknown key; allowed.*epsilon"):
         load_ego_plm_config({"epsilonn": 0.1})
-    with pytest.raises(ConfigError, match=r"methods\.ego_plm\.adv_steps"):
+    with pytest.raises(ConfigError, match=r"method_settings\.ego_plm\.adv_steps"):
         load_ego_plm_config({"adv_steps": 0})
     with pytest.raises(ConfigError, match="step_size 0.5 is more than twice epsilon 0.1"):
         load_ego_plm_config({"step_size": 0.5})
@@ -166,8 +171,8 @@ def _tasks():
 def _build(cfg, overrides: dict | None = None):
     from cdco_core.methods import get_method
 
-    method = get_method("ego_plm")
-    cfg = cfg.model_copy(update={"methods": cfg.methods.model_copy(update={"ego_plm": overrides or {}})})
+    cfg = cfg.model_copy(update={"method_settings": {**cfg.method_settings, "ego_plm": overrides or {}}})
+    method = get_method("ego_plm", cfg)
     cfg = method.configure(cfg)
     torch.manual_seed(0)
     model, tok = method.build_model(cfg, _tasks())
@@ -201,26 +206,37 @@ def _perturb_generator(model, scale: float = 0.5) -> None:
 
 def test_method_schedule_and_cache_key_follow_config(smoke_cfg):
     from cdco_core.methods import get_method
+    from cdco_core.profile import load_profile
 
-    method = get_method("ego_plm")
-    cfg = smoke_cfg.model_copy(update={"methods": smoke_cfg.methods.model_copy(update={"ego_plm": {"epsilon": 0.2}})})
+    cfg = load_profile("smoke", ["method_settings.ego_plm.epsilon=0.2"])
+    method = get_method("ego_plm", cfg)
+    assert method.settings.epsilon == 0.2  # enters the training step's cache key (next test)
     cfg = method.configure(cfg)
-    assert "methods.ego_plm.epsilon=0.2" in method.config_overrides  # enters the trainer's cache key
     (stage,) = method.stages(cfg)
     assert stage.losses == {"task": 1.0, "pretext": 0.1, "consistency": 1.0}
     assert stage.steps == sum(s.steps for s in smoke_cfg.train.stages) and stage.groups == ["all"]
-    bad = smoke_cfg.model_copy(update={"methods": smoke_cfg.methods.model_copy(update={"ego_plm": {"K": 2}})})
-    with pytest.raises(ConfigError, match=r"methods\.ego_plm\.K: unknown key"):
-        method.configure(bad)
+    with pytest.raises(ConfigError, match=r"method_settings\.ego_plm\.K: unknown key"):
+        load_profile("smoke", ["method_settings.ego_plm.K=2"])
+    bad = smoke_cfg.model_copy(update={"method_settings": {"ego_plm": {"K": 2}}})
+    with pytest.raises(ConfigError, match=r"method_settings\.ego_plm\.K: unknown key"):
+        get_method("ego_plm", bad)
+
+
+def _train_keys(cfg) -> list[str]:
+    """The cache keys of ego_plm's training nodes for seed 0 (inputs left out: only the config varies here)."""
+    from cdco_core.plan import build_plan
+    from cdco_core.steps import get_step
+
+    plan = build_plan(cfg, ["ego_plm"], [0])
+    return [get_step("train").key(plan.config_for(n), n, {}) for n in plan.of_step("train")]
 
 
 def test_settings_enter_the_training_cache_key(smoke_cfg):
-    from cdco_core.config import load_config
-    from cdco_core.training.pipeline import plan_training
+    from cdco_core.profile import load_profile
 
-    base = plan_training(smoke_cfg, "ego_plm", 0).keys
-    assert plan_training(load_config("smoke"), "ego_plm", 0).keys == base
-    assert plan_training(load_config("smoke", ["methods.ego_plm.epsilon=0.2"]), "ego_plm", 0).keys != base
+    base = _train_keys(smoke_cfg)
+    assert base and _train_keys(load_profile("smoke")) == base
+    assert _train_keys(load_profile("smoke", ["method_settings.ego_plm.epsilon=0.2"])) != base
 
 
 def test_consistency_zero_for_identical_views_then_positive(smoke_cfg):

@@ -37,9 +37,11 @@ def test_ablations_change_one_thing(smoke_cfg):
     no_e = get_method("cdco_no_euclidean").stages(smoke_cfg)
     assert all("euclidean" not in s.losses for s in no_e) and no_e[2].losses["poincare"] == 0.5
 
-    rnd = get_method("cdco_random_negatives")
-    assert rnd.config_overrides == ["negatives.mode=random"]
-    assert rnd.configure(smoke_cfg).negatives.mode == "random" and smoke_cfg.negatives.mode == "manifold"
+    rnd = get_method("cdco_random_negatives").configure(smoke_cfg)
+    assert rnd.negatives.mode == "random" and smoke_cfg.negatives.mode == "manifold"
+    changed = rnd.model_dump(mode="json")
+    changed["negatives"]["mode"] = "manifold"
+    assert changed == smoke_cfg.model_dump(mode="json")  # negatives.mode and nothing else
 
     strict = get_method("cdco_strict")
     assert strict.configure(smoke_cfg).negatives.strict_exclude == ["imdb"]  # every configured OOD task

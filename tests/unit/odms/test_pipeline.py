@@ -1,4 +1,5 @@
-"""The three ODMS steps on the smoke profile, strict mode, bad input, the reducer's digest check."""
+"""The three ODMS steps (embed, manifold, negatives) run from the plan on the smoke profile, strict mode, bad
+input, the reducer's digest check."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdco_core.config import load_config
-from cdco_core.data import load_tasks
+from cdco_core.data import load_tasks, task_specs
 from cdco_core.errors import InputError
+from cdco_core.odms.corpora import clean_corpus
 from cdco_core.odms.manifold import fit_manifold, load_reducer
-from cdco_core.odms.pipeline import NEGATIVE_COLUMNS, clean_corpus, negatives_step, odms_corpora
+from cdco_core.plan import build_plan
+from cdco_core.profile import load_profile
+from cdco_core.runner import run_plan
+from cdco_core.steps.embed import odms_datasets
+from cdco_core.steps.negatives import NEGATIVE_COLUMNS
+
+
+def negatives_step(cfg) -> dict:
+    """Run CDCO's negatives node and what it reads; {node id: record}."""
+    return run_plan(build_plan(cfg, ["cdco"], [0]), targets=["negatives"])
 
 
 def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
-    res = negatives_step(smoke_cfg)
-    neg = pd.read_parquet(res["path"])
+    done = negatives_step(smoke_cfg)
+    res = done["negatives"]
+    neg = pd.read_parquet(res.path("negatives.parquet"))
     assert list(neg.columns) == NEGATIVE_COLUMNS
     tasks = {t.name: t for t in load_tasks(smoke_cfg.data)}
     assert set(neg["anchor_task"]) == {"rotten_tomatoes", "sms_spam"}
@@ -28,12 +39,13 @@ def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
     assert (neg["raw_cosine"] <= smoke_cfg.negatives.fn_ceiling + 1e-6).all()
     per_anchor = neg.groupby("anchor_id")["rank"].agg(list)
     assert per_anchor.map(lambda r: r == list(range(1, len(r) + 1))).all()
-    assert res["rows"] == len(neg) and not res["cached"]
-    assert all(Path(p).stat().st_size > 1000 for p in res["plots"])
+    assert res.outputs["rows"] == len(neg) and not res.cached
+    assert all(res.path(p).stat().st_size > 1000 for p in ("manifold.png", "distances.png"))
+    assert {n for n in done if n.startswith("embed[")} == {"embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]"}
 
     again = negatives_step(smoke_cfg)
-    assert again["cached"] and again["manifold"]["cached"] and again["embed"]["cached"]
-    assert again["digest"] == res["digest"]
+    assert all(r.cached for n, r in again.items() if not n.startswith("prepare["))
+    assert again["negatives"].digest == res.digest
 
 
 def _extra_ood(tmp_path: Path) -> list[str]:
@@ -44,24 +56,27 @@ def _extra_ood(tmp_path: Path) -> list[str]:
 
 
 def test_strict_mode_excludes_the_named_domains(tmp_path):
-    both = negatives_step(load_config("smoke", _extra_ood(tmp_path)))
-    assert set(pd.read_parquet(both["path"])["negative_dataset"]) == {"bio", "imdb"}
-    strict = negatives_step(load_config("smoke", [*_extra_ood(tmp_path), "negatives.strict_exclude=[imdb]"]))
-    assert set(pd.read_parquet(strict["path"])["negative_dataset"]) == {"bio"}
-    coords = pd.read_parquet(strict["manifold"]["path"], columns=["dataset"])
+    both = negatives_step(load_profile("smoke", _extra_ood(tmp_path)))
+    assert set(pd.read_parquet(both["negatives"].path("negatives.parquet"))["negative_dataset"]) == {"bio", "imdb"}
+    strict = negatives_step(load_profile("smoke", [*_extra_ood(tmp_path), "negatives.strict_exclude=[imdb]"]))
+    assert set(pd.read_parquet(strict["negatives"].path("negatives.parquet"))["negative_dataset"]) == {"bio"}
+    assert "embed[imdb]" not in strict
+    coords = pd.read_parquet(strict["manifold"].path("coords.parquet"), columns=["dataset"])
     assert "imdb" not in set(coords["dataset"])  # out of the pool entirely, not just filtered at the end
 
 
 def test_empty_pool_and_bad_strict_names_fail_clearly(smoke_cfg):
-    tasks = load_tasks(smoke_cfg.data)
+    specs = task_specs(smoke_cfg.data)
     with pytest.raises(InputError, match="OOD pool is empty: no task with kind: OOD"):
-        odms_corpora(smoke_cfg, [t for t in tasks if t.spec.kind != "OOD"])
-    cfg = load_config("smoke", ["negatives.strict_exclude=[imdb]"])
+        odms_datasets(smoke_cfg, [s for s in specs if s.kind != "OOD"])
+    cfg = load_profile("smoke", ["negatives.strict_exclude=[imdb]"])
     with pytest.raises(InputError, match=r"every OOD task is excluded by negatives.strict_exclude=\['imdb'\]"):
-        odms_corpora(cfg, tasks)
-    cfg = load_config("smoke", ["negatives.strict_exclude=[nope]"])
+        odms_datasets(cfg, specs)
+    with pytest.raises(InputError, match=r"every OOD task is excluded"):  # found when the plan is built
+        build_plan(cfg, ["cdco"], [0])
+    cfg = load_profile("smoke", ["negatives.strict_exclude=[nope]"])
     with pytest.raises(InputError, match=r"strict_exclude: \['nope'\] are not OOD tasks"):
-        odms_corpora(cfg, tasks)
+        odms_datasets(cfg, specs)
 
 
 def test_all_empty_texts_name_the_dataset():

@@ -12,15 +12,15 @@ def id_tasks(smoke_cfg):
     return [t for t in load_tasks(smoke_cfg.data) if t.spec.kind == "ID"]
 
 
-def fake_negatives(cfg) -> dict:
-    """A negatives Parquet of the CONTRACT's shape without UMAP: every ID train row gets k OOD train rows, drawn
-    with a fixed seed. The trainer is under test here, not the manifold (tests/unit/odms covers that)."""
+def fake_negatives(cfg, out) -> dict:
+    """Write ``out/negatives.parquet`` of the CONTRACT's shape without UMAP: every ID train row gets k OOD train
+    rows, drawn with a fixed seed; returns the step's outputs. The trainer is under test here, not the manifold
+    (tests/unit/odms covers that)."""
     import numpy as np
     import pandas as pd
 
     from cdco_core.data import load_tasks
-    from cdco_core.io import sha256_file, write_parquet
-    from cdco_core.paths import cdco_home
+    from cdco_core.io import write_parquet
 
     tasks = load_tasks(cfg.data)
     anchors = [(t.name, i) for t in tasks if t.spec.kind == "ID" for i in t.splits["train"]["example_id"]]
@@ -33,5 +33,5 @@ def fake_negatives(cfg) -> dict:
             rows.append((task, aid, pool[j][0], pool[j][1], float(r), 0.0, r))
     df = pd.DataFrame(rows, columns=["anchor_task", "anchor_id", "negative_dataset", "negative_id",
                                      "manifold_distance", "raw_cosine", "rank"])
-    path = write_parquet(df, cdco_home() / "fake_negatives" / "negatives.parquet")
-    return {"path": str(path), "digest": sha256_file(path), "rows": len(df), "cached": False}
+    write_parquet(df, out / "negatives.parquet")
+    return {"rows": len(df), "anchors": len(anchors), "short_anchors": 0}

@@ -1,50 +1,67 @@
-"""The cached stage pipeline: schedule validation, content-addressed stages, load_trained."""
+"""The cached stage pipeline: schedule validation, content-addressed train steps that chain, load_trained."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from cdco_core.config import StageConfig, load_config
+from cdco_core.cache import Record
+from cdco_core.config import StageConfig, check_stage_groups
 from cdco_core.errors import ConfigError
-from cdco_core.training.pipeline import load_trained, plan_training, train_all_stages, validate_stages
+from cdco_core.plan import build_plan
+from cdco_core.profile import load_profile
+from cdco_core.runner import run_plan
+from cdco_core.steps import get_step
+from cdco_core.steps.train import load_trained
 
 GROUPS = {"lower", "upper", "all"}
 
 
 def test_unknown_group_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"train.stages.1.groups: unknown adapter group\(s\) \['middle'\]"):
-        load_config("smoke", ["train.stages.1.groups=[middle]"])
+    with pytest.raises(ConfigError, match=r"train.stages.1.groups \(\w+\): unknown adapter group\(s\) \['middle'\]"):
+        load_profile("smoke", ["train.stages.1.groups=[middle]"])
     st = StageConfig(name="x", groups=["middle"], losses={"task": 1.0}, steps=1, lr=1e-3)
-    with pytest.raises(ConfigError, match=r"train.stages.0 \(x\).groups: unknown adapter group"):
-        validate_stages([st], GROUPS)
+    with pytest.raises(ConfigError, match=r"train.stages.0.groups \(x\): unknown adapter group"):
+        check_stage_groups([st], GROUPS)
+    with pytest.raises(ConfigError, match=r"cdco: stages.0.groups \(x\): unknown adapter group"):
+        check_stage_groups([st], GROUPS, where="cdco: stages")
 
 
 def test_empty_stage_is_a_config_error():
     with pytest.raises(ConfigError, match=r"train.stages.0.groups"):
-        load_config("smoke", ["train.stages.0.groups=[]"])
+        load_profile("smoke", ["train.stages.0.groups=[]"])
     with pytest.raises(ConfigError, match=r"train.stages.0.steps"):
-        load_config("smoke", ["train.stages.0.steps=0"])
+        load_profile("smoke", ["train.stages.0.steps=0"])
     with pytest.raises(ConfigError, match="no stage"):
-        validate_stages([], GROUPS)
-    empty = StageConfig.model_construct(name="e", groups=[], losses={"task": 1.0}, steps=1, lr=1e-3)
-    with pytest.raises(ConfigError, match=r"\(e\).groups: empty"):
-        validate_stages([empty], GROUPS)
+        check_stage_groups([], GROUPS)
+    with pytest.raises(ValidationError, match="groups"):  # a stage a method builds is validated as well
+        StageConfig(name="e", groups=[], losses={"task": 1.0}, steps=1, lr=1e-3)
 
 
 def test_negative_weight_is_a_config_error():
     with pytest.raises(ConfigError, match=r"loss weights must be >= 0"):
-        load_config("smoke", ["train.stages.1.losses.euclidean=-0.5"])
-    bad = StageConfig.model_construct(name="n", groups=["all"], losses={"task": 1.0, "euclidean": -1.0}, steps=1,
-                                      lr=1e-3)
-    with pytest.raises(ConfigError, match=r"\(n\).losses: weights must be >= 0"):
-        validate_stages([bad], GROUPS)
+        load_profile("smoke", ["train.stages.1.losses.euclidean=-0.5"])
+    with pytest.raises(ValidationError, match=r"loss weights must be >= 0"):
+        StageConfig(name="n", groups=["all"], losses={"task": 1.0, "euclidean": -1.0}, steps=1, lr=1e-3)
+
+
+def _stage_keys(cfg, method: str, seed: int) -> list[str]:
+    """The train nodes' keys in order, each stage's input digest standing for the previous stage's output (a
+    stage's output is named by its key, so its digest follows it)."""
+    plan = build_plan(cfg, [method], [seed])
+    keys: dict[str, str] = {}
+    for node in plan.of_step("train"):
+        inputs = {i: Record("x", i, "k", "/nowhere", {}, digest=keys.get(i, f"data-{i}")) for i in node.inputs}
+        keys[node.id] = get_step("train").key(plan.config_for(node), node, inputs)
+    return list(keys.values())
 
 
 def test_stage_keys_chain(smoke_cfg):
     """Changing stage 1 changes keys from stage 1 on; stage 0's cached output stays valid."""
-    a = plan_training(smoke_cfg, "cdco_strict", 0).keys
-    b = plan_training(load_config("smoke", ["train.stages.1.lr=1e-3"]), "cdco_strict", 0).keys
-    c = plan_training(smoke_cfg, "cdco_strict", 1).keys
+    a = _stage_keys(smoke_cfg, "cdco_strict", 0)
+    b = _stage_keys(load_profile("smoke", ["train.stages.1.lr=1e-3"]), "cdco_strict", 0)
+    c = _stage_keys(smoke_cfg, "cdco_strict", 1)
+    assert len(a) == 4
     assert a[0] == b[0] and all(x != y for x, y in zip(a[1:], b[1:], strict=True))
     assert not set(a) & set(c)  # another seed: nothing shared
 
@@ -52,16 +69,22 @@ def test_stage_keys_chain(smoke_cfg):
 def test_train_is_cached_and_loads_for_evaluation(cdco_home):
     import torch
 
-    torch.set_num_threads(1)
-    cfg = load_config("smoke", ["train.stages.0.steps=3", "train.stages.1.steps=2", "train.stages.2.steps=2",
-                                "train.stages.3.steps=1"])
-    first = train_all_stages(cfg, "lora_single", 0)
-    assert first["stages"][0]["train"]["steps"] == 8 and not first["stages"][0]["cached"]
-    again = train_all_stages(cfg, "lora_single", 0)
-    assert again["stages"][0]["cached"] and again["digest"] == first["digest"]
-    assert again["checkpoint"].startswith(str(cdco_home / "runs" / "lora_single"))
+    from cdco_core.data import open_task
 
-    model, tok = load_trained(cfg, "lora_single", 0)
+    torch.set_num_threads(1)
+    cfg = load_profile("smoke", ["train.stages.0.steps=3", "train.stages.1.steps=2", "train.stages.2.steps=2",
+                                 "train.stages.3.steps=1"])
+    plan = build_plan(cfg, ["lora_single"], [0])
+    last = plan.last_stage("lora_single", 0).id
+    first = run_plan(plan, targets=[last])
+    assert first[last].outputs["train"]["steps"] == 8 and not first[last].cached
+    assert {"weights.safetensors", "meta.json"} <= set(first[last].files)
+    again = run_plan(build_plan(cfg, ["lora_single"], [0]), targets=[last])
+    assert again[last].cached and again[last].digest == first[last].digest
+    assert again[last].dir.startswith(str(cdco_home / "steps" / "train" / "lora_single"))
+
+    tasks = [open_task(r) for n, r in again.items() if n.startswith("prepare[") and r.outputs["kind"] == "ID"]
+    model, tok = load_trained(cfg, "lora_single", 0, again[last], tasks)
     enc = tok(["a fine film", "free prize now"], padding=True, return_tensors="pt")
     pooled = model.encode(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], task_ids=None)
     assert pooled.shape == (2, 32) and not model.training
