@@ -45,6 +45,14 @@ def _load(profile: str, sets: list[str] | None):
     return load_config(profile, sets or [])
 
 
+def _writable_home() -> None:
+    """A read-only or full CDCO_HOME is one line and exit 2 here, not an OSError deep inside a step."""
+    from cdco_core.config import cdco_home
+    from cdco_core.io import check_home_writable
+
+    check_home_writable(cdco_home())
+
+
 @app.command()
 @_user_errors
 def run(profile: Profile = "demo", set_: Sets = None,
@@ -52,6 +60,7 @@ def run(profile: Profile = "demo", set_: Sets = None,
                            typer.Option(help="comma-separated methods, or all; default from config")] = None):
     """Run the whole pipeline (Prefect flow 'cdco', local mode: no server needed)."""
     cfg = _load(profile, set_)  # validate before any work
+    _writable_home()
     from flows.full_pipeline import run_pipeline
 
     overrides = list(set_ or [])
@@ -68,6 +77,7 @@ def step(name: Annotated[str, typer.Argument(help="embed | manifold | negatives 
          profile: Profile = "smoke", set_: Sets = None):
     """Run one pipeline step (and the steps it needs, from cache when unchanged), without Prefect."""
     cfg = _load(profile, set_)
+    _writable_home()
     from cdco_core import steps
 
     result = steps.run_step(name, cfg)
@@ -83,6 +93,7 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     cfg = _load(profile, set_)
+    _writable_home()
     from cdco_core.evaluation.compare import run_comparison
 
     m = [x.strip() for x in methods.split(",")] if methods else None
@@ -108,6 +119,7 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
     """Load and validate every task; print rows, label counts and digest per task and split."""
     from cdco_core.config import DataConfig
     from cdco_core.data import load_task, read_task_file
+    from cdco_core.data.checks import check_task_set, check_task_specs
 
     if tasks is None and profile is None:
         raise typer.BadParameter("give --tasks FILE.yaml or --profile NAME")
@@ -120,8 +132,12 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
         from cdco_core.data import task_specs
 
         specs = task_specs(data_cfg)
-    for spec in specs:
-        task = load_task(spec, data_cfg)
+    check_task_specs(specs)
+    _writable_home()  # loading writes the canonical tables under CDCO_HOME/cache/tasks
+    loaded = [load_task(spec, data_cfg) for spec in specs]
+    check_task_set(loaded)  # the same checks `cdco run` applies before any work
+    for task in loaded:
+        spec = task.spec
         typer.echo(
             f"{task.name}  kind={spec.kind}  type={spec.type}  metric={spec.metric_name}  digest={task.digest[:16]}"
         )
@@ -135,6 +151,10 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
                 counts = f"choices={df['choices'].map(len).max()}"
             made = f"  (made from {task.split_record[split]['from']})" if split in task.split_record else ""
             typer.echo(f"  {split:<11} rows={len(df):<7} {counts}  digest={task.digests[split][:16]}{made}")
+        for split, reasons in task.dropped.items():
+            detail = ", ".join(f"{k}={v}" for k, v in reasons.items())
+            typer.echo(f"  {split:<11} dropped {sum(reasons.values())} invalid row(s): {detail}"
+                       "  (on_invalid_rows: drop)")
 
 
 @app.command()

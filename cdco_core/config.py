@@ -7,6 +7,7 @@ what is allowed. Every model forbids unknown keys.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ CONF_DIR = PROJECT_ROOT / "conf"
 TaskKind = Literal["ID", "OOD", "KI"]
 TaskType = Literal["classification", "pair_classification", "regression", "multiple_choice", "boolean_qa"]
 MetricName = Literal["accuracy", "macro_f1", "mcc", "pearson", "spearman"]
+SPLIT_NAMES = ("train", "validation", "test")  # the only split names a task spec may use
+EVAL_SPLITS = ("validation", "test")  # the held-out splits that may be scored
 
 # Which metrics make sense for which task type; the first is the default.
 METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
@@ -59,6 +62,9 @@ class TaskSpec(_Strict):
     encoding: str = "utf-8"
     # Held-out split used for scoring; "validation" or "test". Missing splits are made deterministically.
     eval_split: str | None = None
+    # Rows with an empty text or label: "error" refuses the file (naming the first such row); "drop" drops them,
+    # counts them per reason (cache meta.json, `cdco data check`) and warns with the file and count.
+    on_invalid_rows: Literal["error", "drop"] = "error"
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -68,6 +74,18 @@ class TaskSpec(_Strict):
             raise ValueError(
                 f"task {self.name!r}: source {self.source!r} must start with 'mirror:', 'package:' or 'hf:'"
             )
+        unknown = [k for k in (self.files or {}) if k not in SPLIT_NAMES]
+        if unknown:
+            raise ValueError(f"task {self.name!r}: files: split {unknown[0]!r} is not a split name; "
+                             f"allowed: {', '.join(SPLIT_NAMES)}")
+        if self.eval_split is not None and self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"task {self.name!r}: eval_split {self.eval_split!r} is not a held-out split; "
+                             f"allowed: {', '.join(EVAL_SPLITS)}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"task {self.name!r}: encoding {self.encoding!r} is not a known text encoding "
+                             "(e.g. utf-8, latin-1, cp1252)") from None
         if self.text is not None and not 1 <= len(self.text) <= 2:
             raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")
         if self.metric is not None and self.metric not in METRICS_BY_TYPE[self.type]:
@@ -275,6 +293,30 @@ class Config(_Strict):
 
 
 # ------------------------------------------------------------------------------------------ loading
+def read_utf8(path: Path) -> str:
+    """The file's text as UTF-8 (raises UnicodeDecodeError; see :func:`describe_bad_byte`)."""
+    return path.read_bytes().decode("utf-8")
+
+
+def describe_bad_byte(path: Path, err: UnicodeDecodeError) -> str:
+    """``byte 0xe9 at offset 186 (line 8)`` for the first byte of ``path`` that ``err``'s codec cannot decode.
+
+    Decoders that read in chunks (pandas) report an offset inside a chunk; this re-decodes the whole file with
+    the same codec to find the real offset.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode(err.encoding)
+        offset = err.start  # not reproducible on the whole file: report what the reader said
+    except UnicodeDecodeError as whole:
+        offset = whole.start
+    except LookupError:
+        offset = err.start
+    byte = data[offset:offset + 1].hex() if offset < len(data) else "??"
+    line = data.count(b"\n", 0, offset) + 1
+    return f"byte 0x{byte} at offset {offset} (line {line})"
+
+
 def cdco_home() -> Path:
     """Root of all local state: ``$CDCO_HOME`` or ``.cdco/`` in the project."""
     return Path(os.environ.get("CDCO_HOME") or PROJECT_ROOT / ".cdco").resolve()
@@ -383,9 +425,11 @@ def load_config(profile: str, overrides: list[str] | None = None) -> Config:
     """
     path = resolve_profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {describe_bad_byte(path, e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     raw.setdefault("profile", path.stem)
