@@ -18,6 +18,8 @@ app = typer.Typer(help="cdco: cross-domain contrastive optimisation of adapters,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect and validate task data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(help="Manage CDCO_HOME's caches.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="conf/<NAME>.yaml, or a path to a YAML file")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: key.sub=value (repeatable)")]
@@ -155,6 +157,24 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
             detail = ", ".join(f"{k}={v}" for k, v in reasons.items())
             typer.echo(f"  {split:<11} dropped {sum(reasons.values())} invalid row(s): {detail}"
                        "  (on_invalid_rows: drop)")
+
+
+@cache_app.command("prune")
+@_user_errors
+def cache_prune(
+    older_than: Annotated[float, typer.Option("--older-than", min=0,
+                                              help="hours without a write before a leftover is removed")] = 24,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
+):
+    """Remove stale `*.partial` folders and `.tmp-*` leftovers under CDCO_HOME; list them and the bytes freed."""
+    from cdco_core.config import cdco_home
+    from cdco_core.prune import find_leftovers, remove_leftovers
+
+    found = find_leftovers(cdco_home(), older_than)
+    for item in found:
+        typer.echo(f"{item.bytes:>12}  {item.age_hours:7.1f} h  {item.path}")
+    freed = sum(i.bytes for i in found) if dry_run else remove_leftovers(found)
+    typer.echo(f"{'would free' if dry_run else 'freed'} {freed} bytes ({len(found)} items) under {cdco_home()}")
 
 
 @app.command()
