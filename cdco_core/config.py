@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from cdco_core.data.spec import DataConfig
 from cdco_core.errors import ConfigError
-from cdco_core.io import sha256_json
+from cdco_core.io import describe_bad_byte, read_utf8, sha256_json
 from cdco_core.paths import CONF_DIR
 from cdco_core.validation import Strict, format_validation_error
 
@@ -252,7 +252,9 @@ def load_config(profile: str, overrides: list[str] | None = None) -> Config:
     """
     path = resolve_profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {describe_bad_byte(path, e)}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):

@@ -183,7 +183,7 @@ def start(profile: str = "demo", overrides: list[str] | None = None, home: Path 
     Raises:
         ServeError: already running, a port in use, or a service that did not come up (names its log).
     """
-    from cdco_core.config import load_config
+    from cdco_core.profile import load_profile as load_config
 
     load_config(profile, list(overrides or []))  # a bad profile fails before anything starts
     home = (home or cdco_home()).resolve()

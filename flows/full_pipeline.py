@@ -196,11 +196,17 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     Raises:
         InputError: unreachable tracking store, bad task data: before any training.
     """
+    from prefect.settings import PREFECT_HOME
+
+    from cdco_core import orphans
     from cdco_core.profile import config_to_json
     from tasks import tracking
 
+    orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
+    tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
+        orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())
         return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg))
 
 

@@ -65,6 +65,7 @@ def log_and_register(parent_run_id: str, name: str, artifacts: dict[str, str], s
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
             pip_requirements=[f"cdco=={__version__}"], registered_model_name=name,
+            model_config={"cdco.weights_sha256": sha},  # checked by the model's load_context
             metadata={"cdco.method": trained["method"], "cdco.seed": trained["seed"], "cdco.weights_sha256": sha},
         )
         version = str(info.registered_model_version)

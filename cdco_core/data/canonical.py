@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from cdco_core.data.sources import RawSource, load_source
 from cdco_core.data.spec import DataConfig, TaskFile, TaskSpec
 from cdco_core.errors import DataError
-from cdco_core.io import atomic_dir, sha256_frame, sha256_json
+from cdco_core.io import atomic_dir, describe_bad_byte, read_utf8, sha256_frame, sha256_json
 from cdco_core.paths import PROJECT_ROOT, cdco_home
 
 LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
@@ -41,6 +42,7 @@ class TaskData:
     digests: dict[str, str]  # split -> content digest
     split_record: dict[str, dict] = field(default_factory=dict)  # how missing splits were made
     path: Path | None = None  # cache directory
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> rows dropped
 
     @property
     def name(self) -> str:
@@ -68,16 +70,18 @@ def read_task_file(path: str | Path) -> list[TaskSpec]:
     if not path.exists():
         raise DataError(f"task spec file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as e:
         raise DataError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text: {describe_bad_byte(path, e)}") from None
     try:
         specs = TaskFile.model_validate(raw).tasks
     except ValidationError as e:
         msgs = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg += f"; allowed: {', '.join(sorted(TaskSpec.model_fields))}"
             msgs.append(f"  {loc}: {msg}")
@@ -101,12 +105,9 @@ def task_specs(data: DataConfig) -> list[TaskSpec]:
         p = Path(data.tasks_file)
         specs += read_task_file(p if p.is_absolute() else PROJECT_ROOT / p)
     specs += [_anchor_files(s, PROJECT_ROOT) for s in data.tasks]
-    names = [s.name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"task names must be unique; repeated: {dup}")
-    if not specs:
-        raise DataError("no tasks configured: set data.tasks_file or data.tasks")
+    from cdco_core.data.checks import check_task_specs
+
+    check_task_specs(specs)
     return specs
 
 
@@ -130,9 +131,12 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     """
     mirror = Path(data.mirror_dir) if data.mirror_dir else None
     raw = load_source(spec, PROJECT_ROOT, mirror)
+    spec_key = spec.model_dump(mode="json")
+    if spec_key["on_invalid_rows"] == "error":  # the default leaves the key of caches made before the field
+        del spec_key["on_invalid_rows"]
     key = sha256_json(
         {
-            "spec": spec.model_dump(mode="json"),
+            "spec": spec_key,
             "files": raw.file_digests,
             "max_rows": data.max_rows,
             "split_seed": data.split_seed,
@@ -148,7 +152,8 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     with atomic_dir(cache_dir) as tmp:
         for split, df in task.splits.items():
             df.to_parquet(tmp / f"{split}.parquet", index=False)
-        meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record}
+        meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record,
+                "dropped": task.dropped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     task.path = cache_dir
     return task
@@ -182,7 +187,8 @@ def _read_cache(spec: TaskSpec, cache_dir: Path) -> TaskData | None:
                 return None  # corrupt or edited: rebuild, never trust
     except Exception:  # unreadable cache of any kind is rebuilt
         return None
-    return TaskData(spec, meta["label_names"], splits, meta["digests"], meta["split_record"], cache_dir)
+    return TaskData(spec, meta["label_names"], splits, meta["digests"], meta["split_record"], cache_dir,
+                    dropped=meta.get("dropped", {}))
 
 
 def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
@@ -197,6 +203,7 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
         raise DataError(f"task {spec.name!r}: pair_classification needs two text columns, got {text_cols}")
 
     frames: dict[str, pd.DataFrame] = {}
+    dropped: dict[str, dict[str, int]] = {}
     for split, df in raw.splits.items():
         where = raw.files.get(split, split)
         if len(df) == 0:
@@ -205,27 +212,53 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
         missing = [c for c in needed if c not in df.columns]
         if missing:
             raise DataError(f"{where}: column(s) {missing} not found; columns found: {list(df.columns)}")
-        frames[split] = _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col)
+        frames[split], counts = _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col)
+        if counts:
+            dropped[split] = counts
+            warnings.warn(f"{where}: dropped {sum(counts.values())} invalid row(s) of {len(df)} "
+                          f"({', '.join(f'{k}={v}' for k, v in counts.items())}) because task {spec.name!r} "
+                          "sets on_invalid_rows: drop", UserWarning, stacklevel=2)
+        if len(frames[split]) == 0:
+            raise DataError(f"task {spec.name!r}: split {split!r} ({where}) has no valid row left")
 
     label_names, frames = _encode_labels(spec, raw, frames)
     frames, record = _ensure_splits(spec, frames, data)
     frames = {s: _cap_rows(df, data.max_rows.get(s), data.split_seed) for s, df in frames.items()}
     digests = {s: sha256_frame(df) for s, df in frames.items()}
-    return TaskData(spec, label_names, frames, digests, record)
+    return TaskData(spec, label_names, frames, digests, record, dropped=dropped)
 
 
-def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -> pd.DataFrame:
-    out = pd.DataFrame({"example_id": [f"{spec.name}:{split}:{i}" for i in range(len(df))]})
-    for new, col in zip(["text_a", "text_b"], text_cols, strict=False):
-        values = df[col].reset_index(drop=True)
-        bad = values.isna() | values.astype(str).str.strip().eq("")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+def _blank(values: pd.Series) -> np.ndarray:
+    """True where a cell is missing or only whitespace."""
+    return np.array(values.isna() | values.astype(str).str.strip().eq(""), dtype=bool)  # a writable copy
+
+
+def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -> tuple[pd.DataFrame, dict]:
+    """Canonical columns of one split, and the rows dropped per reason (``on_invalid_rows: drop``)."""
+    df = df.reset_index(drop=True)
+    reasons = {"empty_text": np.zeros(len(df), bool), "empty_label": _blank(df[label_col])}
+    for col in text_cols:
+        bad = _blank(df[col])
+        if bad.any() and spec.on_invalid_rows == "error":
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{where} row {row + 1}: column {col!r} is empty or NaN ({int(bad.sum())} such rows); "
-                "clean the file or drop those rows"
+                f"clean the file, or set 'on_invalid_rows: drop' on task {spec.name!r} to drop such rows"
             )
-        out[new] = values.astype(str).to_numpy()
+        reasons["empty_text"] |= bad
+    if reasons["empty_label"].any() and spec.on_invalid_rows == "error":
+        row = int(np.flatnonzero(reasons["empty_label"])[0])
+        raise DataError(f"{where} row {row + 1}: label column {label_col!r} is empty; clean the file, or set "
+                        f"'on_invalid_rows: drop' on task {spec.name!r} to drop such rows")
+    # A row with both an empty text and an empty label counts once, under empty_text.
+    reasons["empty_label"] &= ~reasons["empty_text"]
+    keep = ~(reasons["empty_text"] | reasons["empty_label"])
+    counts = {k: int(v.sum()) for k, v in reasons.items() if v.any()}
+    # ids keep the source row numbers, so dropping a row never renames the others
+    out = pd.DataFrame({"example_id": [f"{spec.name}:{split}:{i}" for i in np.flatnonzero(keep)]})
+    df = df[keep].reset_index(drop=True)
+    for new, col in zip(["text_a", "text_b"], text_cols, strict=False):
+        out[new] = df[col].astype(str).to_numpy()
     if "text_b" not in out:
         out["text_b"] = ""
     if choices_col:
@@ -235,13 +268,9 @@ def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -
             row = int(np.flatnonzero(short.to_numpy())[0])
             raise DataError(f"{where} row {row + 1}: column {choices_col!r} needs at least 2 options")
         out["choices"] = opts.to_numpy()
-    labels = df[label_col].reset_index(drop=True)
-    if labels.isna().any():
-        row = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise DataError(f"{where} row {row + 1}: label column {label_col!r} is empty")
-    out["label"] = labels.to_numpy()
+    out["label"] = df[label_col].to_numpy()
     out.attrs["where"] = where
-    return out
+    return out, counts
 
 
 def _as_options(v) -> list[str]:
@@ -325,6 +354,11 @@ def _ensure_splits(spec: TaskSpec, frames: dict[str, pd.DataFrame], data: DataCo
     """Make the train and held-out splits a task needs, deterministically, and record how."""
     record: dict[str, dict] = {}
     eval_name = spec.eval_split or ("validation" if "validation" in frames else "test")
+    held = sorted(s for s in frames if s != "train")
+    if spec.eval_split and spec.eval_split not in frames and "train" in frames and held:
+        # carving it out of train would silently ignore the held-out split(s) the source does have
+        raise DataError(f"task {spec.name!r}: eval_split {spec.eval_split!r} names a split the source does not "
+                        f"have; found: {', '.join(sorted(frames))}")
     if spec.eval_split and spec.eval_split not in frames and "train" not in frames:
         raise DataError(f"task {spec.name!r}: split {spec.eval_split!r} is missing; found {sorted(frames)}")
     if "train" in frames and eval_name in frames:

@@ -5,6 +5,7 @@ See README "Task specs". Loading and canonicalisation live beside this module (`
 
 from __future__ import annotations
 
+import codecs
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -14,6 +15,8 @@ from cdco_core.validation import Strict
 TaskKind = Literal["ID", "OOD", "KI"]
 TaskType = Literal["classification", "pair_classification", "regression", "multiple_choice", "boolean_qa"]
 MetricName = Literal["accuracy", "macro_f1", "mcc", "pearson", "spearman"]
+SPLIT_NAMES = ("train", "validation", "test")  # the only split names a task spec may use
+EVAL_SPLITS = ("validation", "test")  # the held-out splits that may be scored
 
 # Which metrics make sense for which task type; the first is the default.
 METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
@@ -44,6 +47,9 @@ class TaskSpec(Strict):
     encoding: str = "utf-8"
     # Held-out split used for scoring; "validation" or "test". Missing splits are made deterministically.
     eval_split: str | None = None
+    # Rows with an empty text or label: "error" refuses the file (naming the first such row); "drop" drops them,
+    # counts them per reason (cache meta.json, `cdco data check`) and warns with the file and count.
+    on_invalid_rows: Literal["error", "drop"] = "error"
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -53,6 +59,18 @@ class TaskSpec(Strict):
             raise ValueError(
                 f"task {self.name!r}: source {self.source!r} must start with 'mirror:', 'package:' or 'hf:'"
             )
+        unknown = [k for k in (self.files or {}) if k not in SPLIT_NAMES]
+        if unknown:
+            raise ValueError(f"task {self.name!r}: files: split {unknown[0]!r} is not a split name; "
+                             f"allowed: {', '.join(SPLIT_NAMES)}")
+        if self.eval_split is not None and self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"task {self.name!r}: eval_split {self.eval_split!r} is not a held-out split; "
+                             f"allowed: {', '.join(EVAL_SPLITS)}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"task {self.name!r}: encoding {self.encoding!r} is not a known text encoding "
+                             "(e.g. utf-8, latin-1, cp1252)") from None
         if self.text is not None and not 1 <= len(self.text) <= 2:
             raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")
         if self.metric is not None and self.metric not in METRICS_BY_TYPE[self.type]:
