@@ -23,7 +23,7 @@ def _check(tmp_path: Path, spec: str, train: str = TRAIN, home: Path | None = No
     (tmp_path / "train.csv").write_text(train)
     (tmp_path / "tasks.yaml").write_text(spec)
     env = {**os.environ, "CDCO_HOME": str(home or tmp_path / "h")}
-    return subprocess.run([sys.executable, "-m", "cdco_core.cli", "data", "check", "--tasks",
+    return subprocess.run([sys.executable, "-m", "cli.main", "data", "check", "--tasks",
                            str(tmp_path / "tasks.yaml")], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=120)
 
@@ -63,7 +63,7 @@ def test_data_check_refuses_what_run_refuses(tmp_path, spec, train, message):
 def test_non_utf8_spec_yaml(tmp_path):
     (tmp_path / "train.csv").write_text(TRAIN)
     (tmp_path / "tasks.yaml").write_bytes(f"# caf\xe9\ntasks:\n  - {_task()}\n".encode("latin-1"))
-    out = subprocess.run([sys.executable, "-m", "cdco_core.cli", "data", "check", "--tasks",
+    out = subprocess.run([sys.executable, "-m", "cli.main", "data", "check", "--tasks",
                           str(tmp_path / "tasks.yaml")], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "CDCO_HOME": str(tmp_path / "h")}, timeout=120)
     _one_line_exit_2(out, "tasks.yaml is not UTF-8 text: byte 0xe9 at offset 5 (line 1)")

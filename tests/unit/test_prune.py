@@ -57,7 +57,7 @@ def test_find_and_remove_only_stale_leftovers(tmp_path):
 def test_cli_dry_run_lists_and_keeps_then_prunes(tmp_path):
     home = _home(tmp_path)
     env = {**os.environ, "CDCO_HOME": str(home)}
-    cmd = [sys.executable, "-m", "cdco_core.cli", "cache", "prune", "--older-than", "24"]
+    cmd = [sys.executable, "-m", "cli.main", "cache", "prune", "--older-than", "24"]
     dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert dry.returncode == 0, dry.stderr
     assert "abc.partial" in dry.stdout and ".tmp-meta.json-x1" in dry.stdout and "def.partial" not in dry.stdout

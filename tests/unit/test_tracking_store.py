@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cdco_core import tracking
+from tasks import tracking
 from cdco_core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ from pathlib import Path
 go = Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.01)
-from cdco_core import tracking
+from tasks import tracking
 import mlflow
 exp = tracking.ensure_experiment("race")
 with tracking.pipeline_run("race", f"p{os.getpid()}", {}) as run_id:
@@ -104,7 +104,7 @@ def test_interrupted_creation_leaves_no_half_built_store(tmp_path, monkeypatch):
 OWNER = """
 import os, sys, time
 from pathlib import Path
-from cdco_core import tracking
+from tasks import tracking
 with tracking.pipeline_run("own", "victim", {}) as run_id:
     with tracking.step_run(run_id, "step"):
         Path(sys.argv[1]).write_text(run_id)

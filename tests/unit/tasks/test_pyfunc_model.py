@@ -10,19 +10,24 @@ def registered(tmp_path, cdco_home):
     """A lora_mtl model (untrained weights: only integrity is under test) logged and registered as tasks/ does."""
     from safetensors.torch import save_file
 
-    from cdco_core import tracking
-    from cdco_core.config import load_config
     from cdco_core.io import sha256_file
-    from cdco_core.training.pipeline import plan_training
+    from cdco_core.methods import get_method
+    from cdco_core.plan import build_plan
+    from cdco_core.profile import load_profile
+    from cdco_core.runner import run_plan
+    from cdco_core.steps.train import id_tasks
+    from tasks import tracking
     from tasks.register import log_and_register, model_artifacts
 
-    cfg = load_config("smoke", ["orchestration.experiment=pyfunc-test"])
-    plan = plan_training(cfg, "lora_mtl", 0)
-    model, _ = plan.method.build_model(plan.cfg, plan.tasks)
+    cfg = load_profile("smoke", ["orchestration.experiment=pyfunc-test"])
+    plan = build_plan(cfg, ["lora_mtl"], [0])
+    prepared = run_plan(plan, [n.id for n in plan.of_step("prepare")])
+    records = [prepared[n.id] for n in plan.of_step("prepare") if prepared[n.id].outputs["kind"] == "ID"]
+    model, _ = get_method("lora_mtl", cfg).build_model(cfg, id_tasks(prepared, None, "ID"))
     weights = tmp_path / "weights.safetensors"
     save_file(model.trainable_state_dict(), str(weights))
     sha = sha256_file(weights)
-    artifacts = model_artifacts(cfg, "lora_mtl", 0, weights, tmp_path)
+    artifacts = model_artifacts(cfg, "lora_mtl", 0, weights, records, tmp_path)
     with tracking.pipeline_run("pyfunc-test", "parent", {}) as parent:
         version = log_and_register(parent, "cdco-pyfunc-test", artifacts, sha,
                                    {"method": "lora_mtl", "seed": 0})

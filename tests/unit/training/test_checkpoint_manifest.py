@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from cdco_core.config import StageConfig, load_config
+from cdco_core.config import StageConfig
+from cdco_core.profile import load_profile as load_config
 from cdco_core.methods.base import Method
 from cdco_core.models.multitask import build_multitask_model
 from cdco_core.samplers import get_sampler
