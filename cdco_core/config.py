@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +59,15 @@ class TaskSpec(_Strict):
     encoding: str = "utf-8"
     # Held-out split used for scoring; "validation" or "test". Missing splits are made deterministically.
     eval_split: str | None = None
+    # Rows held out when the task has a single split (instead of data.heldout_fraction): a small dataset
+    # (commonsense_qa, 1,221 rows) can keep a fixed, large scored split and give training the rest.
+    heldout_rows: int | None = Field(None, ge=1)
+    # OOD tasks only. "seen": the ODMS pool holds this domain's unlabeled train texts (like task-adaptive
+    # pre-training); "unseen": the domain is absent from the pool in every form (it must be listed in
+    # negatives.strict_exclude). None: not declared (the demo's single OOD task is both pool and probe).
+    ood_protocol: Literal["seen", "unseen"] | None = None
+    # false: the task is not scored by the OOD/KI probe (an OOD task that only feeds the pool its train texts).
+    probe: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -70,6 +79,15 @@ class TaskSpec(_Strict):
             )
         if self.text is not None and not 1 <= len(self.text) <= 2:
             raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")
+        if self.ood_protocol is not None and self.kind != "OOD":
+            raise ValueError(f"task {self.name!r}: ood_protocol is for OOD tasks only (kind is {self.kind!r})")
+        if not self.probe and self.kind != "OOD":
+            raise ValueError(f"task {self.name!r}: probe: false is for pool-only OOD tasks (kind is {self.kind!r})")
+        if not self.probe and self.ood_protocol == "unseen":
+            raise ValueError(
+                f"task {self.name!r}: an unseen-domain task that is not probed is used nowhere; "
+                "drop it, or set probe: true"
+            )
         if self.metric is not None and self.metric not in METRICS_BY_TYPE[self.type]:
             raise ValueError(
                 f"task {self.name!r}: metric {self.metric!r} does not fit type {self.type!r}; "
@@ -95,6 +113,9 @@ class DataConfig(_Strict):
     max_rows: dict[str, int] = Field(default_factory=dict)
     split_seed: int = 0  # seed of the deterministic split for tasks that lack one
     heldout_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share held out when a task has a single split
+    # Share of each ID task's capped train split held out as the "dev" split (seeded by split_seed, recorded
+    # in the task cache's meta.json): settings are chosen on it, never on the reported splits. 0 = no dev split.
+    dev_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     mirror_dir: str | None = None  # default: $CDCO_MIRROR or ../shared/datasets beside the project
 
 
@@ -218,6 +239,15 @@ class TrainConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- evaluation
+class ZeroShotConfig(_Strict):
+    """Zero-shot transfer: the trained head of an ID task applied, unchanged, to another task's eval split."""
+
+    source: str  # the ID task whose trained head is applied (e.g. sst2)
+    target: str  # the task whose eval split is scored (e.g. amazon_multidomain)
+    # target label name -> source label name; every target label must be mapped (checked against the data)
+    label_map: dict[str, str] = Field(min_length=1)
+
+
 class EvalConfig(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["cdco"])  # registry names, see cdco_core.methods
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -227,6 +257,11 @@ class EvalConfig(_Strict):
     batch_size: int = Field(64, ge=1)  # feature extraction
     bootstrap_samples: int = Field(1000, ge=0)
     baseline_for_deltas: str = "lora_mtl"
+    # Label budgets of the OOD/KI probe besides the full capped train split: N = a seeded, stratified sample of
+    # N train rows for the fresh head (features computed once, shared by every budget). [] = the full split only.
+    # Small budgets are where representations differ; the full split shows the ceiling.
+    probe_budgets: list[Annotated[int, Field(ge=2)]] = Field(default_factory=list)
+    zero_shot: list[ZeroShotConfig] = Field(default_factory=list)
 
     @field_validator("methods")
     @classmethod
