@@ -23,16 +23,20 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 TaskKind = Literal["ID", "OOD", "KI"]
 TaskType = Literal["classification", "pair_classification", "regression", "multiple_choice", "boolean_qa"]
-MetricName = Literal["accuracy", "macro_f1", "mcc", "pearson", "spearman"]
+MetricName = Literal["accuracy", "macro_f1", "mcc", "f1", "pearson", "spearman"]
 
-# Which metrics make sense for which task type; the first is the default.
+# Which metrics make sense for which task type; the first is the default. "f1" (binary: label id 1 is positive, as
+# GLUE scores MRPC) is reported only for a task whose main metric it is (see OPT_IN_METRICS).
 METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1", "mcc"),
-    "pair_classification": ("accuracy", "macro_f1", "mcc"),
-    "boolean_qa": ("accuracy", "macro_f1", "mcc"),
+    "classification": ("accuracy", "macro_f1", "mcc", "f1"),
+    "pair_classification": ("accuracy", "macro_f1", "mcc", "f1"),
+    "boolean_qa": ("accuracy", "macro_f1", "mcc", "f1"),
     "regression": ("pearson", "spearman"),
     "multiple_choice": ("accuracy",),
 }
+
+
+OPT_IN_METRICS = frozenset({"f1"})
 
 
 class _Strict(BaseModel):
@@ -62,6 +66,9 @@ class TaskSpec(_Strict):
     # Rows held out when the task has a single split (instead of data.heldout_fraction): a small dataset
     # (commonsense_qa, 1,221 rows) can keep a fixed, large scored split and give training the rest.
     heldout_rows: int | None = Field(None, ge=1)
+    # Row caps per split for this task, replacing data.max_rows' value for the splits named (seeded sample).
+    # E.g. smaller probe train/test splits for OOD/KI tasks, where feature extraction dominates a profile's cost.
+    max_rows: dict[str, Annotated[int, Field(ge=1)]] | None = None
     # OOD tasks only. "seen": the ODMS pool holds this domain's unlabeled train texts (like task-adaptive
     # pre-training); "unseen": the domain is absent from the pool in every form (it must be listed in
     # negatives.strict_exclude). None: not declared (the demo's single OOD task is both pool and probe).

@@ -156,7 +156,7 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
 # TaskSpec fields that do not change the canonical table (where a task is used, not what its rows are), and
 # fields that enter the key only when set, so adding them left every existing task's cache key unchanged.
 _ROLE_FIELDS = ("ood_protocol", "probe")
-_KEYED_WHEN_SET = ("heldout_rows",)
+_KEYED_WHEN_SET = ("heldout_rows", "max_rows")
 
 
 def spec_key(spec: TaskSpec) -> dict:
@@ -209,7 +209,8 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
 
     label_names, frames = _encode_labels(spec, raw, frames)
     frames, record = _ensure_splits(spec, frames, data)
-    frames = {s: _cap_rows(df, data.max_rows.get(s), data.split_seed) for s, df in frames.items()}
+    caps = {**data.max_rows, **(spec.max_rows or {})}  # the task's own caps win
+    frames = {s: _cap_rows(df, caps.get(s), data.split_seed) for s, df in frames.items()}
     if data.dev_fraction > 0 and spec.kind == "ID":
         frames, dev_record = carve_dev_split(spec.name, frames, data.dev_fraction, data.split_seed)
         if "train" in record:  # train was itself carved from a single split: keep that, note the dev cut

@@ -122,3 +122,9 @@ def test_bad_role_fields_are_refused(tmp_path, kw, match):
 def test_bad_dev_fraction_is_refused():
     with pytest.raises(ValidationError, match="dev_fraction"):
         DataConfig(dev_fraction=1.0)
+
+
+def test_a_task_s_own_max_rows_replace_the_profile_s_caps(tmp_path):
+    task = load_task(_spec(tmp_path, max_rows={"validation": 5}), DataConfig(max_rows={"train": 40, "validation": 15}))
+    assert len(task.splits["train"]) == 40 and len(task.splits["validation"]) == 5
+    assert spec_key(_spec(tmp_path, max_rows={"validation": 5}))["max_rows"] == {"validation": 5}
