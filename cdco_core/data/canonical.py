@@ -131,19 +131,17 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     """
     mirror = Path(data.mirror_dir) if data.mirror_dir else None
     raw = load_source(spec, PROJECT_ROOT, mirror)
-    spec_key = spec.model_dump(mode="json")
-    if spec_key["on_invalid_rows"] == "error":  # the default leaves the key of caches made before the field
-        del spec_key["on_invalid_rows"]
-    key = sha256_json(
-        {
-            "spec": spec_key,
-            "files": raw.file_digests,
-            "max_rows": data.max_rows,
-            "split_seed": data.split_seed,
-            "heldout_fraction": data.heldout_fraction,
-            "version": LOADER_VERSION,
-        }
-    )
+    key_parts = {
+        "spec": spec_key(spec),
+        "files": raw.file_digests,
+        "max_rows": data.max_rows,
+        "split_seed": data.split_seed,
+        "heldout_fraction": data.heldout_fraction,
+        "version": LOADER_VERSION,
+    }
+    if data.dev_fraction > 0 and spec.kind == "ID":  # absent at 0: other profiles' cache keys stay as they were
+        key_parts["dev_fraction"] = data.dev_fraction
+    key = sha256_json(key_parts)
     cache_dir = (cache_root or cdco_home() / "cache" / "tasks") / f"{spec.name}-{key[:16]}"
     cached = _read_cache(spec, cache_dir)
     if cached is not None:
@@ -171,6 +169,23 @@ def open_task(record: Any) -> TaskData:
         raise DataError(f"task {spec.name!r}: its cached table in {record.dir} changed since it was prepared; "
                         "run the command again")
     return task
+
+
+# TaskSpec fields that do not change the canonical table (where a task is used, not what its rows are), and
+# fields that enter the key only when set, so adding them left every existing task's cache key unchanged.
+_ROLE_FIELDS = ("ood_protocol", "probe")
+_KEYED_WHEN_SET = ("heldout_rows", "max_rows")
+
+
+def spec_key(spec: TaskSpec) -> dict:
+    """The part of a spec the canonical table depends on (JSON), for the task cache key."""
+    out = spec.model_dump(mode="json", exclude=set(_ROLE_FIELDS))
+    for name in _KEYED_WHEN_SET:
+        if out.get(name) is None:
+            out.pop(name, None)
+    if out.get("on_invalid_rows") == "error":  # the default leaves the key of caches made before the field
+        del out["on_invalid_rows"]
+    return out
 
 
 def _read_cache(spec: TaskSpec, cache_dir: Path) -> TaskData | None:
@@ -223,7 +238,14 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
 
     label_names, frames = _encode_labels(spec, raw, frames)
     frames, record = _ensure_splits(spec, frames, data)
-    frames = {s: _cap_rows(df, data.max_rows.get(s), data.split_seed) for s, df in frames.items()}
+    caps = {**data.max_rows, **(spec.max_rows or {})}  # the task's own caps win
+    frames = {s: _cap_rows(df, caps.get(s), data.split_seed) for s, df in frames.items()}
+    if data.dev_fraction > 0 and spec.kind == "ID":
+        frames, dev_record = carve_dev_split(spec.name, frames, data.dev_fraction, data.split_seed)
+        if "train" in record:  # train was itself carved from a single split: keep that, note the dev cut
+            dev_record["train"] = {**record["train"], "rows": dev_record["train"]["rows"],
+                                   "dev": dev_record["train"]["method"]}
+        record = {**record, **dev_record}
     digests = {s: sha256_frame(df) for s, df in frames.items()}
     return TaskData(spec, label_names, frames, digests, record, dropped=dropped)
 
@@ -371,18 +393,68 @@ def _ensure_splits(spec: TaskSpec, frames: dict[str, pd.DataFrame], data: DataCo
         source, heldout_name = eval_name, eval_name
     df = frames.pop(source)
     order = _stable_rank(df["example_id"], data.split_seed)
-    n_held = max(1, int(math.floor(len(df) * data.heldout_fraction)))
+    if spec.heldout_rows is not None:
+        n_held, share = spec.heldout_rows, f"held-out rows={spec.heldout_rows}"
+    else:
+        n_held = max(1, int(math.floor(len(df) * data.heldout_fraction)))
+        share = f"held-out fraction={data.heldout_fraction}"
     if len(df) - n_held < 1:
-        raise DataError(f"task {spec.name!r}: split {source!r} has {len(df)} row(s), too few to split")
+        raise DataError(
+            f"task {spec.name!r}: split {source!r} has {len(df)} row(s), too few to hold out {n_held} and train on "
+            "the rest" + (" (lower heldout_rows)" if spec.heldout_rows is not None else "")
+        )
     held_idx, train_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
     frames["train"] = df.iloc[train_idx].reset_index(drop=True)
     frames[heldout_name] = df.iloc[held_idx].reset_index(drop=True)
-    how = f"sha256(seed:example_id) order, seed={data.split_seed}, held-out fraction={data.heldout_fraction}"
+    how = f"sha256(seed:example_id) order, seed={data.split_seed}, {share}"
     record = {
         "train": {"from": source, "rows": len(train_idx), "method": how},
         heldout_name: {"from": source, "rows": len(held_idx), "method": how},
     }
     return frames, record
+
+
+DEV_SPLIT = "dev"
+
+
+def carve_dev_split(task: str, frames: dict[str, pd.DataFrame], fraction: float,
+                    seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Hold ``fraction`` of the (capped) train split out as the ``dev`` split, for choices of settings.
+
+    Rows are ordered by ``sha256(f"dev-{seed}:{example_id}")`` (a salt distinct from the cap's and the
+    held-out split's order) and the first ``max(1, floor(n * fraction))`` go to dev; train keeps the rest.
+    Dev comes out of train only, so it never meets a reported (validation/test) split.
+
+    Args:
+        task: task name (for messages).
+        frames: canonical splits; must hold ``train``.
+        fraction: share of train held out, 0 < fraction < 1.
+        seed: ``data.split_seed``.
+
+    Returns:
+        (frames with ``train`` reduced and ``dev`` added, the split record for both).
+
+    Raises:
+        DataError: no train split, a source split already called ``dev``, or too few rows to carve one.
+    """
+    if "train" not in frames:
+        raise DataError(f"task {task!r}: a dev split is carved from train, and the task has none ({sorted(frames)})")
+    if DEV_SPLIT in frames:
+        raise DataError(f"task {task!r}: the source already has a split named {DEV_SPLIT!r}; rename it")
+    train = frames["train"]
+    n_dev = max(1, int(math.floor(len(train) * fraction)))
+    if len(train) - n_dev < 1:
+        raise DataError(f"task {task!r}: train has {len(train)} row(s), too few to hold out a dev split")
+    order = np.argsort(np.asarray([hashlib.sha256(f"dev-{seed}:{i}".encode()).hexdigest()
+                                   for i in train["example_id"]]))
+    dev_idx, keep_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
+    out = dict(frames)
+    out["train"] = train.iloc[keep_idx].reset_index(drop=True)
+    out[DEV_SPLIT] = train.iloc[dev_idx].reset_index(drop=True)
+    how = f"sha256(dev-seed:example_id) order over the capped train split, seed={seed}, dev fraction={fraction}"
+    record = {"train": {"from": "train", "rows": len(keep_idx), "method": f"train minus dev; {how}"},
+              DEV_SPLIT: {"from": "train", "rows": n_dev, "method": how}}
+    return out, record
 
 
 def _cap_rows(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
