@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from typing import Any
 from cdco_core.config import PROJECT_ROOT, cdco_home
 from cdco_core.errors import InputError
 
-ORDER = ("prefect", "mlflow", "deployment")  # start order; stop runs it backwards
+ORDER = ("prefect", "mlflow", "deployment")  # the local stack's start order; stop runs the records backwards
 HOST = "127.0.0.1"
 
 
@@ -105,31 +106,35 @@ def running(record: dict[str, Any]) -> bool:
 
 
 def read_records(home: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every pid file under the state folder (either stack's services), in start order."""
     out = {}
-    for name in ORDER:
-        path = state_dir(home) / f"{name}.pid"
-        if path.exists():
-            try:
-                out[name] = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                path.unlink()  # a torn pid file names no process we can trust
-    return out
+    for path in sorted(state_dir(home).glob("*.pid")):
+        try:
+            out[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            path.unlink()  # a torn pid file names no process we can trust
+    return dict(sorted(out.items(), key=lambda kv: kv[1].get("started", 0.0)))
 
 
-def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, port: int | None) -> dict[str, Any]:
-    """Start one service in its own session; write its pid file (JSON) atomically."""
+def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, port: int | None,
+           user: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start one service in its own session (as ``user`` if given); write its pid file (JSON) atomically.
+
+    ``extra`` goes into the record: ``stop_signal`` (default SIGTERM), ``remove_after_stop`` (a folder).
+    """
     from cdco_core.io import write_json
 
     sdir = state_dir(home)
     sdir.mkdir(parents=True, exist_ok=True)
     log = open(sdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
+    proc = subprocess.Popen(argv, cwd="/" if user else PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
     log.close()
     _await_exec(proc, argv)
     record = {"name": name, "pid": proc.pid, "argv": argv, "port": port, "log": str(sdir / f"{name}.log"),
-              "started": time.time()}
+              "started": time.time(), **(extra or {})}
     write_json(record, sdir / f"{name}.pid")
     return record
 
@@ -213,24 +218,25 @@ def start(profile: str = "demo", overrides: list[str] | None = None, home: Path 
 
 
 def stop(home: Path | None = None, timeout: float = 20.0) -> dict[str, str]:
-    """Stop exactly the processes named in the pid files (and their process groups), serve process first."""
+    """Stop exactly the processes named in the pid files (and their process groups), in reverse start order:
+    the serve process or workers first, the database last."""
     home = (home or cdco_home()).resolve()
     result = {}
-    records = read_records(home)
-    for name in reversed(ORDER):
-        rec = records.get(name)
-        if rec is None:
-            continue
+    for name, rec in reversed(read_records(home).items()):
         result[name] = _terminate(rec, timeout) if running(rec) else "not running"
+        if rec.get("remove_after_stop"):
+            shutil.rmtree(rec["remove_after_stop"], ignore_errors=True)  # a temporary cluster folder
         (state_dir(home) / f"{name}.pid").unlink(missing_ok=True)
     return result
 
 
 def _terminate(rec: dict[str, Any], timeout: float) -> str:
-    """SIGTERM the process group led by ``rec['pid']``; SIGKILL it if it outlives ``timeout``."""
+    """``rec['stop_signal']`` (SIGTERM) to the process group led by ``rec['pid']``; SIGKILL if it outlives
+    ``timeout``."""
     pid = rec["pid"]
     try:
-        os.killpg(pid, signal.SIGTERM)  # start_new_session: the group id is the leader's pid
+        # start_new_session: the group id is the leader's pid
+        os.killpg(pid, getattr(signal, rec.get("stop_signal", "SIGTERM")))
     except ProcessLookupError:
         return "not running"
     deadline = time.monotonic() + timeout
@@ -266,9 +272,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--profile", default=os.environ.get("CDCO_PROFILE", "demo"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")
+    parser.add_argument("--stack", choices=["local", "team"], default=os.environ.get("CDCO_STACK", "local"),
+                        help="local: SQLite + one serve process; team: PostgreSQL, work pool, workers, Dask")
+    parser.add_argument("--workers", type=int, default=2, help="team: prefect worker processes")
+    parser.add_argument("--dask-workers", type=int, default=2, help="team: dask worker processes")
+    parser.add_argument("--db-url", default=None,
+                        help="team: an existing server, postgresql://user:pw@host:port (default: start one)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "start":
+        if args.command == "start" and args.stack == "team":
+            from cdco_core.team import start_team
+
+            out = start_team(args.profile, args.overrides, workers=args.workers, dask_workers=args.dask_workers,
+                             db_url=args.db_url)
+            print(json.dumps(out, indent=2))
+            print(f"\nexport PREFECT_API_URL={out['urls']['prefect_api']} MLFLOW_TRACKING_URI={out['urls']['mlflow']}"
+                  f"\nprefect deployment run cdco/full-pipeline -p profile={args.profile}")
+        elif args.command == "start":
             out = start(args.profile, args.overrides)
             print(json.dumps(out, indent=2))
             print(f"\nexport PREFECT_API_URL={out['urls']['prefect_api']}\n"

@@ -13,6 +13,7 @@ schedule always comes from the config (``prefect.yaml`` is the static equivalent
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 DEPLOYMENT = "full-pipeline"
@@ -66,7 +67,23 @@ def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[
             client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
         except ObjectAlreadyExists:
             pass
-    return [str(d.apply(work_pool_name=work_pool)) for d in build_deployments(profile, overrides)]
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    ids = [d.apply(work_pool_name=work_pool) for d in build_deployments(profile, overrides)]
+    # Without a pull step a process worker copies the deployment's folder into a temporary workspace for each
+    # run; prefect.yaml's pull step instead runs the flows where the project is installed (the image's /opt/cdco).
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": project_dir()}}]
+    with get_client(sync_client=True) as client:
+        for deployment_id in ids:
+            client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull))
+    return [str(i) for i in ids]
+
+
+def project_dir() -> str:
+    """Where the workers find the flows: ``CDCO_PROJECT_DIR`` (the image's /opt/cdco), else this checkout."""
+    from cdco_core.config import PROJECT_ROOT
+
+    return os.environ.get("CDCO_PROJECT_DIR") or str(PROJECT_ROOT)
 
 
 def main(argv: list[str] | None = None) -> None:
