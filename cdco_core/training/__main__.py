@@ -2,6 +2,11 @@
 
 Runs (or resumes) every stage and prints the result as JSON. Re-running after an interruption (even
 ``kill -9``) resumes each unfinished stage from its latest checkpoint.
+
+Data parallel (see :mod:`cdco_core.training.distributed`): the same command under a launcher, e.g.
+
+    torchrun --nproc-per-node 2 -m cdco_core.training --profile smoke                  # CPU, gloo
+    accelerate launch --multi_gpu --num_processes 4 -m cdco_core.training --profile demo  # GPUs, NCCL
 """
 
 from __future__ import annotations
@@ -21,16 +26,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from cdco_core.config import load_config
     from cdco_core.errors import InputError
+    from cdco_core.training import distributed
     from cdco_core.training.pipeline import train_all_stages
 
+    d = distributed.setup()  # before any model is built: on GPUs it picks this rank's device
     try:
         cfg = load_config(args.profile, args.sets)
+        distributed.check_batch(cfg.train.batch_size, d)
         result = train_all_stages(cfg, args.method or cfg.eval.methods[0],
                                   cfg.seed if args.seed is None else args.seed)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    if d.main:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 
