@@ -39,6 +39,7 @@ from cdco_core.config import PROJECT_ROOT, cdco_home
 
 POOL = "cdco-process"
 DB_USER = "cdco"
+HEARTBEAT_S = "30"  # flow-run heartbeat period (Prefect's minimum): a dead worker's run is Crashed after ~90 s
 DATABASES = ("prefect", "mlflow")  # one database per service, as the compose file's postgres-init creates
 DEFAULT_PORTS = {"postgres": 5432, "prefect": 4200, "mlflow": 5000, "dask": 8786}
 PORT_VARS = {"postgres": "CDCO_PG_PORT", "prefect": "CDCO_PREFECT_PORT", "mlflow": "CDCO_MLFLOW_PORT",
@@ -119,10 +120,12 @@ def service_commands(*, host: str, ports: dict[str, int], db_server: str, artifa
         # one single-threaded process per worker: the steps use every core through torch already
         "dask-worker": (["dask", "worker", dask_address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
                         dict(run_env)),
+        # register also creates the automation that marks runs without heartbeats Crashed (3 missed beats)
         "register": (["python", "-m", "flows.deployments", "register", "--profile", profile, "--work-pool", pool],
-                     {"PREFECT_API_URL": prefect_api}),
+                     {"PREFECT_API_URL": prefect_api, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_S}),
         "worker": (["prefect", "worker", "start", "--pool", pool, "--type", "process"],
-                   {**run_env, "CDCO_DASK_ADDRESS": dask_address, "CDCO_PROFILE": profile}),
+                   {**run_env, "CDCO_DASK_ADDRESS": dask_address, "CDCO_PROFILE": profile,
+                    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_S}),
     }
 
 
@@ -320,8 +323,11 @@ def wait_prefect_workers(api_url: str, pool: str, names: list[str], records: lis
 
 def start_team(profile: str = "smoke", overrides: list[str] | None = None, home: Path | None = None,
                ports: dict[str, int | None] | None = None, workers: int = 2, dask_workers: int = 2,
-               db_url: str | None = None, timeout: float = 300.0) -> dict[str, Any]:
+               db_url: str | None = None, timeout: float = 300.0, data_home: Path | None = None) -> dict[str, Any]:
     """Start the team stack (each service waited for) and return its URLs, pids and the database URL (redacted).
+
+    ``home`` holds the stack's state (pid files, logs, MLflow artifacts, the cluster when not root);
+    ``data_home`` is the ``CDCO_HOME`` of the workers (caches, checkpoints), ``home`` unless given.
 
     Raises:
         ServeError: already running, a port in use, an unreachable or refusing database, a missing PostgreSQL,
@@ -354,7 +360,7 @@ def start_team(profile: str = "smoke", overrides: list[str] | None = None, home:
         dask_address = f"tcp://{serve.HOST}:{p['dask']}"
         cmds = service_commands(
             host=serve.HOST, ports=p, db_server=db_url, artifacts=str(home / "mlartifacts"), api_host=serve.HOST,
-            profile=profile, home=str(home), dask_address=dask_address,
+            profile=profile, home=str((data_home or home).resolve()), dask_address=dask_address,
             mlflow_allowed_hosts=f"localhost,localhost:{p['mlflow']},{serve.HOST},{serve.HOST}:{p['mlflow']}")
         urls = serve.urls(p["prefect"], p["mlflow"])
         prefect_home = {"PREFECT_HOME": str(home / "prefect")}

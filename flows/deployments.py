@@ -69,6 +69,7 @@ def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[
             pass
     from prefect.client.schemas.actions import DeploymentUpdate
 
+    ensure_crash_automation()
     ids = [d.apply(work_pool_name=work_pool) for d in build_deployments(profile, overrides)]
     # Without a pull step a process worker copies the deployment's folder into a temporary workspace for each
     # run; prefect.yaml's pull step instead runs the flows where the project is installed (the image's /opt/cdco).
@@ -77,6 +78,50 @@ def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[
         for deployment_id in ids:
             client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull))
     return [str(i) for i in ids]
+
+
+CRASH_AUTOMATION = "cdco: crash flow runs that stop sending heartbeats"
+
+
+def crash_automation(heartbeat_s: int) -> Any:
+    """A flow run whose process died with its worker (machine lost, ``kill -9``) stays Running for ever; its
+    heartbeats stop, and after three missed ones this automation marks it Crashed, so it can be re-run (finished
+    stages and steps come from the cache, an interrupted stage resumes from its checkpoint)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=CRASH_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=3 * heartbeat_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {3 * heartbeat_s} s: its worker or process died")],
+    )
+
+
+def ensure_crash_automation() -> None:
+    """Create :func:`crash_automation` on the server unless one of that name exists (the workers' heartbeat
+    period: ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``)."""
+    from prefect.settings import get_current_settings
+
+    try:
+        from prefect.automations import Automation
+
+        Automation.read(name=CRASH_AUTOMATION)
+        return
+    except ValueError:  # not there yet
+        pass
+    crash_automation(get_current_settings().flows.heartbeat_frequency or 180).create()
 
 
 def project_dir() -> str:

@@ -139,13 +139,14 @@ def test_compose_services_run_the_native_launchers_commands(compose) -> None:
         assert s[service]["command"] == argv, service
         got = {k: v.replace("${CDCO_PREFECT_PORT:-4200}", "4200") for k, v in _env(s[service]).items()}
         assert got == env, service
-    register, _ = native["register"]
+    register, register_env = native["register"]
     worker, worker_env = native["worker"]
     assert s["worker"]["command"][:2] == ["sh", "-c"]
     assert " ".join(s["worker"]["command"][2].split()) == f"{' '.join(register)} && exec {' '.join(worker)}"
     env = _env(s["worker"])
     assert env.pop("CDCO_PROFILE") == "${CDCO_PROFILE:-demo}" and worker_env.pop("CDCO_PROFILE")
     assert env == worker_env
+    assert register_env.items() <= {**env, "PREFECT_API_URL": env["PREFECT_API_URL"]}.items()  # same container
     init = compose["configs"]["postgres-init"]["content"]
     assert set(team.DATABASES) == set(re.findall(r"CREATE DATABASE (\w+);", init))
     assert compose["x-db"]["POSTGRES_USER"] == team.DB_USER
