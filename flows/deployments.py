@@ -35,8 +35,11 @@ def dataset_trigger(label: str, profile: str, overrides: list[str]) -> Any:
     )
 
 
-def build_deployments(profile: str, overrides: list[str] | None = None) -> list[Any]:
-    """(pipeline, sensor) RunnerDeployments for ``profile``; the config is validated first."""
+def build_deployments(profile: str, overrides: list[str] | None = None, by_module: bool = False) -> list[Any]:
+    """(pipeline, sensor) RunnerDeployments for ``profile``; the config is validated first.
+
+    ``by_module``: entrypoints as module paths (``flows.full_pipeline.cdco``), see :func:`register`.
+    """
     from cdco_core.config import load_config
     from flows.full_pipeline import cdco
     from flows.sensor import dataset_sensor
@@ -44,12 +47,17 @@ def build_deployments(profile: str, overrides: list[str] | None = None) -> list[
     overrides = list(overrides or [])
     cfg = load_config(profile, overrides)
     params = {"profile": profile, "overrides": overrides}
-    pipeline = cdco.to_deployment(
+    extra: dict[str, Any] = {}
+    if by_module:
+        from prefect.deployments.runner import EntrypointType
+
+        extra["entrypoint_type"] = EntrypointType.MODULE_PATH
+    pipeline = cdco.to_deployment(**extra,
         name=DEPLOYMENT, parameters=params, cron=cfg.orchestration.schedule_cron,
         triggers=[dataset_trigger(cfg.profile, profile, overrides)], tags=["cdco", cfg.profile],
         description=f"The cdco pipeline on profile {cfg.profile!r}",
     )
-    sensor = dataset_sensor.to_deployment(
+    sensor = dataset_sensor.to_deployment(**extra,
         name=SENSOR_DEPLOYMENT, parameters=params, interval=cfg.orchestration.sensor_interval_seconds,
         tags=["cdco", cfg.profile], description="Emit cdco.dataset.changed when a configured dataset changes",
     )
@@ -70,7 +78,11 @@ def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[
     from prefect.client.schemas.actions import DeploymentUpdate
 
     ensure_crash_automation()
-    ids = [d.apply(work_pool_name=work_pool) for d in build_deployments(profile, overrides)]
+    # Module entrypoints: a worker then imports flows.full_pipeline as itself. Loaded from its file it would be a
+    # module named "full_pipeline", which a Dask scheduler and its workers cannot import when they unpickle the
+    # flow's tasks (an external cluster fails every fan-out with ModuleNotFoundError).
+    deployments = build_deployments(profile, overrides, by_module=True)
+    ids = [d.apply(work_pool_name=work_pool) for d in deployments]
     # Without a pull step a process worker copies the deployment's folder into a temporary workspace for each
     # run; prefect.yaml's pull step instead runs the flows where the project is installed (the image's /opt/cdco).
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": project_dir()}}]
