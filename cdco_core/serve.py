@@ -234,24 +234,75 @@ def _terminate(rec: dict[str, Any], timeout: float) -> str:
     """``rec['stop_signal']`` (SIGTERM) to the process group led by ``rec['pid']``; SIGKILL if it outlives
     ``timeout``."""
     pid = rec["pid"]
+    # children that left the group (a Prefect process worker starts each flow run in a session of its own)
+    escaped = [(c, t) for c, t in _descendants(pid) if _pgid(c) != pid]
     try:
         # start_new_session: the group id is the leader's pid
         os.killpg(pid, getattr(signal, rec.get("stop_signal", "SIGTERM")))
     except ProcessLookupError:
         return "not running"
+    outcome = "killed"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not running(rec):
-            _reap(pid)
-            return "stopped"
+            outcome = "stopped"
+            break
         _reap(pid)
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     _reap(pid)
-    return "killed"
+    _end_escaped(escaped)
+    return outcome
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name: [state, ppid, pgrp, ...]; None when gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _pgid(pid: int) -> int | None:
+    st = _stat(pid)
+    return int(st[2]) if st else None
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process below ``root``; the start time tells a reused pid apart later."""
+    parent: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _stat(int(d.name))):
+            parent[int(d.name)], started[int(d.name)] = int(st[1]), st[19]
+    out, frontier = [], [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += [(c, started[c]) for c in kids]
+        frontier += kids
+    return out
+
+
+def _end_escaped(procs: list[tuple[int, str]], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, the recorded descendants that still run (same pid and start time)."""
+    def alive() -> list[int]:
+        return [p for p, t in procs if (st := _stat(p)) and st[19] == t and st[0] != "Z"]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in alive():
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _reap(pid: int) -> None:
