@@ -123,7 +123,8 @@ def service_commands(*, host: str, ports: dict[str, int], db_server: str, artifa
         # register also creates the automation that marks runs without heartbeats Crashed (3 missed beats)
         "register": (["python", "-m", "flows.deployments", "register", "--profile", profile, "--work-pool", pool],
                      {"PREFECT_API_URL": prefect_api, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_S}),
-        "worker": (["prefect", "worker", "start", "--pool", pool, "--type", "process"],
+        # --limit 1: one flow run at a time per worker (a run uses every core it gets); more runs, more workers
+        "worker": (["prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"],
                    {**run_env, "CDCO_DASK_ADDRESS": dask_address, "CDCO_PROFILE": profile,
                     "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_S}),
     }

@@ -79,7 +79,7 @@ def test_worker_environment_points_at_the_services(compose) -> None:
     cmd = " ".join(s["worker"]["command"])
     pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
     assert f"python -m flows.deployments register --profile $${{CDCO_PROFILE}} --work-pool {pool}" in cmd
-    assert f"prefect worker start --pool {pool} --type process" in cmd
+    assert f"prefect worker start --pool {pool} --type process --limit 1" in cmd
     assert env["CDCO_HOME"] in [v.split(":")[1] for v in s["worker"]["volumes"]]
 
 
