@@ -37,12 +37,28 @@ def _run(home: Path, out: Path, kill_at: int, nproc: int) -> subprocess.Popen:
     # --standalone: a rendezvous on a free local port (tests may run side by side)
     launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     return subprocess.Popen([sys.executable, *launcher, str(SCRIPT), str(out), "1", str(kill_at), *OVERRIDES],
-                            env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """The launcher and its ranks (torchrun starts each rank in a process group of its own)."""
+    from cdco_core.serve import _descendants
+
+    for pid, _ in _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def _finish(proc: subprocess.Popen) -> None:
-    output, _ = proc.communicate(timeout=420)
+    try:
+        output, _ = proc.communicate(timeout=420)  # a hang guard, not a speed target
+    except subprocess.TimeoutExpired:
+        _kill_all(proc)
+        raise
     assert proc.returncode == 0, output.decode()[-4000:]
 
 
@@ -79,7 +95,7 @@ def test_two_processes_match_one_and_resume_after_kill_minus_nine(tmp_path) -> N
     while not ready.exists():
         assert victim.poll() is None, victim.communicate()[0].decode()[-4000:]
         if time.time() > deadline:
-            os.killpg(victim.pid, signal.SIGKILL)
+            _kill_all(victim)
             pytest.fail("rank 1 never reached the kill step")
         time.sleep(0.1)
     os.kill(json.loads(ready.read_text())["pid"], signal.SIGKILL)
