@@ -66,12 +66,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Like :func:`atomic_path` for a directory. If another writer won the race, its copy is kept."""
+    """Like :func:`atomic_path` for a directory. If another writer won the race, its copy is kept.
+
+    Replacing an existing directory swaps the two atomically (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader
+    never finds ``path`` missing: two DDP ranks publish the same stage while one of them already reads it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         yield tmp
+        if path.exists() and _exchange(tmp, path):
+            return  # tmp now holds the old copy: removed below
         if path.exists():
             shutil.rmtree(path)
         try:
@@ -82,6 +88,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (both must exist); False where the system cannot (then the caller falls back)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -18,6 +18,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdco_core.cache import Record
+from flows.runners import task_runner
 from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
 
 
@@ -116,21 +117,6 @@ def _log(parent_run_id: str, plan: Any, records: dict[str, Record], cached: dict
     for n in plan.of_step("evaluate"):
         evaluate.log_evaluate(parent_run_id, n.id, records[n.id], cached[n.id])
     report.log_report(parent_run_id, records["report"], cached["report"])
-
-
-def task_runner(cfg: Any) -> Any:
-    """Prefect's thread pool, or prefect-dask's DaskTaskRunner (an existing scheduler, or a local cluster)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    o = cfg.orchestration
-    if o.task_runner != "dask":
-        return ThreadPoolTaskRunner(max_workers=1)  # steps already use every core through torch
-    from prefect_dask import DaskTaskRunner
-
-    if o.dask_address:
-        return DaskTaskRunner(address=o.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": o.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
 
 
 @flow(name="cdco", log_prints=True, validate_parameters=True)

@@ -165,4 +165,4 @@ def load_trained(cfg: Config, method_name: str, seed: int, final: Record, tasks:
 
 STEP = Step("train", section, compute,
             label=lambda node: f"{node.method}-seed{node.params['seed']}-{node.params['stage']}",
-            modules=lambda cfg, node: ("cdco_core.steps.train", method_module(node.method)))
+            modules=lambda cfg, node: ("cdco_core.steps.train", method_module(node.method)), collective=True)
