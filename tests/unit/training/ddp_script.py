@@ -28,13 +28,12 @@ def main() -> None:
     torch.set_num_threads(1)
     import conftest
 
+    import cdco_core.steps.negatives as negatives
     import cdco_core.steps.train as train_step
     from cdco_core.plan import build_plan
     from cdco_core.profile import load_profile
     from cdco_core.runner import run_plan
     from cdco_core.training import distributed
-
-    import cdco_core.steps.negatives as negatives
 
     d = distributed.setup()
     # the step table reads negatives.STEP on every call: the plan's negatives node runs the fake (no UMAP)
