@@ -28,6 +28,7 @@ from cdco_core.data.spec import DataConfig, TaskFile, TaskSpec
 from cdco_core.errors import DataError
 from cdco_core.io import atomic_dir, describe_bad_byte, read_utf8, sha256_frame, sha256_json
 from cdco_core.paths import PROJECT_ROOT, cdco_home
+from cdco_core.validation import format_validation_error
 
 LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
 
@@ -78,14 +79,7 @@ def read_task_file(path: str | Path) -> list[TaskSpec]:
     try:
         specs = TaskFile.model_validate(raw).tasks
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg += f"; allowed: {', '.join(sorted(TaskSpec.model_fields))}"
-            msgs.append(f"  {loc}: {msg}")
-        raise DataError(f"invalid task spec {path}:\n" + "\n".join(msgs)) from None
+        raise DataError(format_validation_error(e, str(path), TaskFile, title="invalid task spec")) from None
     return [_anchor_files(s, path.parent) for s in specs]
 
 

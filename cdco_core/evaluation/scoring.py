@@ -18,24 +18,11 @@ import numpy as np
 import pandas as pd
 
 from cdco_core.config import Config
-from cdco_core.errors import InputError
 from cdco_core.evaluation.features import split_features
 from cdco_core.evaluation.heads import HeadBudget, train_head
 from cdco_core.evaluation.metrics import score_task
 
 KINDS = ("ID", "OOD", "KI")
-
-
-# ----------------------------------------------------------------------------------------- inputs
-def select_tasks(all_tasks: list, names: list[str] | None) -> list:
-    """The tasks named (in that order), or all. Raises InputError for an unknown name, listing the known."""
-    if names is None:
-        return list(all_tasks)
-    known = {t.name: t for t in all_tasks}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise InputError(f"unknown task(s) {unknown}; configured tasks: {', '.join(sorted(known))}")
-    return [known[n] for n in names]
 
 
 # ---------------------------------------------------------------------------------------- scoring

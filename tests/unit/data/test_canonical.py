@@ -118,7 +118,7 @@ def test_undecodable_bytes_suggest_encoding(good_files):
 def test_unknown_spec_field(tmp_path):
     f = tmp_path / "tasks.yaml"
     f.write_text("tasks:\n  - {name: a, kind: ID, type: classification, files: {train: x.csv}, colour: red}\n")
-    with pytest.raises(DataError, match=r"tasks\.0\.colour: unknown field; allowed: .*label"):
+    with pytest.raises(DataError, match=r"tasks\.0\.colour: unknown key; allowed here: .*label"):
         read_task_file(f)
 
 
