@@ -178,8 +178,15 @@ class Record:
         return cls(**{k: d[k] for k in ("step", "label", "key", "dir", "outputs", "files", "digest", "cached")})
 
 
+# Files a step writes about how it ran (timings, which shards a resumed run recomputed) rather than what it
+# produced: verified like every file, left out of the digest downstream keys read, so an identical output
+# recomputed on another day or resumed after a kill leaves everything after it cached.
+RUN_FILES = (OUTPUTS, "timings.json")
+
+
 def files_digest(files: dict[str, str]) -> str:
-    return sha256_json(dict(sorted(files.items())))
+    """The output's content digest: the sha256 of its files' sha256s, run notes (:data:`RUN_FILES`) excluded."""
+    return sha256_json(dict(sorted((k, v) for k, v in files.items() if k not in RUN_FILES)))
 
 
 def step_dir(step: str, label: str, key: str) -> Path:

@@ -90,8 +90,10 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
 
 
 def primary_inputs(plan: Any, node_id: str) -> list[str]:
-    """The ID tasks a training node reads (the heads a registered model carries), in task-id order."""
-    return [i for i in plan.nodes[node_id].inputs if i.startswith("prepare[")]
+    """The ID tasks a training node reads (the heads a registered model carries), in task-id order; a
+    contrastive stage also reads the OOD tasks (its negatives' texts), which have no head."""
+    ids = {f"prepare[{s.name}]" for s in plan.specs if s.kind == "ID"}
+    return [i for i in plan.nodes[node_id].inputs if i in ids]
 
 
 def _submit(node: Any, wire: dict[str, Any], futures: dict[str, Any], storage: str) -> Any:

@@ -59,7 +59,8 @@ def log_and_register(parent_run_id: str, name: str, artifacts: dict[str, str], s
     """Nested run ``register_model``: ``pyfunc.log_model`` (models from code) + a registered version."""
     import mlflow
 
-    from cdco_core import __version__, tracking
+    from cdco_core import __version__
+    from tasks import tracking
 
     with tracking.step_run(parent_run_id, "register_model"):
         info = mlflow.pyfunc.log_model(
