@@ -1,5 +1,5 @@
 # The cdco image: the project and its dependencies on CPU. Used by docker-compose.yml for the worker (runs the
-# deployments) and the MLflow server. Build: docker build -t cdco .
+# deployments), the Dask scheduler and workers, and the MLflow server. Build: docker build -t cdco .
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -19,7 +19,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 COPY pyproject.toml README.md ./
 RUN mkdir -p cdco_core flows tasks bench && touch cdco_core/__init__.py flows/__init__.py tasks/__init__.py \
         bench/__init__.py \
-    && pip install -e . "psycopg2-binary>=2.9" \
+    && pip install -e . \
     && rm -rf cdco_core flows tasks bench
 
 COPY cdco_core cdco_core

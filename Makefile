@@ -7,7 +7,10 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast lint serve stop compare bench clean
+.PHONY: install system-deps demo test test-fast lint serve stop compare bench clean
+
+# local: SQLite + one serve process; team: PostgreSQL, a work pool with workers, Dask (README: Teams)
+STACK ?= local
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,10 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages the integration tests and the team stack need (PostgreSQL); quick when present.
+system-deps:
+	bash scripts/system-deps.sh
+
 demo: $(STAMP)
 	$(BIN)/cdco run --profile demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)
@@ -41,7 +48,8 @@ bench: $(STAMP)
 	$(BIN)/cdco bench pipeline
 
 serve: $(STAMP)
-	$(BIN)/python -m cli.serve start
+	@if [ "$(STACK)" = team ]; then bash scripts/system-deps.sh; fi
+	$(BIN)/python -m cli.serve start --stack $(STACK)
 
 stop:
 	$(BIN)/python -m cli.serve stop

@@ -178,8 +178,15 @@ class Record:
         return cls(**{k: d[k] for k in ("step", "label", "key", "dir", "outputs", "files", "digest", "cached")})
 
 
+# Files a step writes about how it ran (timings, which shards a resumed run recomputed) rather than what it
+# produced: verified like every file, left out of the digest downstream keys read, so an identical output
+# recomputed on another day or resumed after a kill leaves everything after it cached.
+RUN_FILES = (OUTPUTS, "timings.json")
+
+
 def files_digest(files: dict[str, str]) -> str:
-    return sha256_json(dict(sorted(files.items())))
+    """The output's content digest: the sha256 of its files' sha256s, run notes (:data:`RUN_FILES`) excluded."""
+    return sha256_json(dict(sorted((k, v) for k, v in files.items() if k not in RUN_FILES)))
 
 
 def step_dir(step: str, label: str, key: str) -> Path:
@@ -222,13 +229,25 @@ def step_lock(out: Path) -> Iterator[None]:
 Compute = Callable[[Path, Path], dict[str, Any]]
 
 
-def run_cached(step: str, label: str, key: str, compute: Compute) -> Record:
+def run_cached(step: str, label: str, key: str, compute: Compute, collective: bool = False) -> Record:
     """Return the verified output of ``key``, computing it first when there is none.
 
     ``compute(out, scratch)`` writes the step's files into ``out`` (a fresh folder, published atomically with the
     record) and may keep resume state in ``scratch`` (kept across a kill, deleted once published). It returns
     the small JSON outputs. The whole compute-and-publish runs under :func:`step_lock`.
+
+    Under a distributed launcher (``torch.distributed`` initialised, several ranks walking the same plan), rank 0
+    alone decides whether the output exists and publishes it. A ``collective`` step (training with DDP) computes
+    on every rank; any other step computes on rank 0 while the others wait, then read what it published.
     """
+    rank, world = _rank_world()
+    if world > 1:
+        return _run_distributed(step, label, key, compute, collective, rank)
+    return run_cached_local(step, label, key, compute)
+
+
+def run_cached_local(step: str, label: str, key: str, compute: Compute, keep_scratch: bool = False) -> Record:
+    """:func:`run_cached` in one process (``keep_scratch``: leave the resume state for the caller to delete)."""
     out = step_dir(step, label, key)
     done = read_record(out, key)
     if done is not None:
@@ -247,9 +266,49 @@ def run_cached(step: str, label: str, key: str, compute: Compute) -> Record:
             files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
             record = {"step": step, "label": label, "key": key, "files": files}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return Record(step=step, label=label, key=key, dir=str(out), outputs=outputs, files=files,
                   digest=files_digest(files), cached=False)
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised ``torch.distributed`` group, else (0, 1); torch is not imported here
+    unless a launcher set ``WORLD_SIZE``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _run_distributed(step: str, label: str, key: str, compute: Compute, collective: bool, rank: int) -> Record:
+    import tempfile
+
+    import torch.distributed as dist
+
+    out = step_dir(step, label, key)
+    flag = [read_record(out, key) is not None if rank == 0 else None]
+    dist.broadcast_object_list(flag, src=0)  # every rank takes the same branch
+    if flag[0]:
+        dist.barrier()
+        return read_record(out, key)  # type: ignore[return-value]
+    if rank == 0:
+        record = run_cached_local(step, label, key, compute, keep_scratch=True)
+        dist.barrier()  # the others finished computing (collective) or waited
+        shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
+        return record
+    if collective:  # every rank trains; this one's files are not published
+        scratch = out.with_name(out.name + ".partial")
+        with tempfile.TemporaryDirectory() as tmp:
+            compute(Path(tmp), scratch)
+    dist.barrier()
+    record = read_record(out, key)
+    if record is None:
+        raise RuntimeError(f"rank {rank}: rank 0 did not publish {step} {label}")  # internal invariant
+    return record
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,14 +8,14 @@ what is allowed. Every model forbids unknown keys.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from cdco_core.data.spec import DataConfig
 from cdco_core.errors import ConfigError
-from cdco_core.io import sha256_json
+from cdco_core.io import describe_bad_byte, read_utf8, sha256_json
 from cdco_core.paths import CONF_DIR
 from cdco_core.validation import Strict, format_validation_error
 
@@ -140,6 +140,15 @@ class TrainConfig(Strict):
 
 
 # -------------------------------------------------------------------------------------- evaluation
+class ZeroShotConfig(Strict):
+    """Zero-shot transfer: the trained head of an ID task applied, unchanged, to another task's eval split."""
+
+    source: str  # the ID task whose trained head is applied (e.g. sst2)
+    target: str  # the task whose eval split is scored (e.g. amazon_multidomain)
+    # target label name -> source label name; every target label must be mapped (checked against the data)
+    label_map: dict[str, str] = Field(min_length=1)
+
+
 class EvalConfig(Strict):
     # Which methods to run (registry names, or [all]); their settings are the top-level `method_settings`.
     methods: list[str] = Field(default_factory=lambda: ["cdco"])
@@ -150,6 +159,11 @@ class EvalConfig(Strict):
     batch_size: int = Field(64, ge=1)  # feature extraction
     bootstrap_samples: int = Field(1000, ge=0)
     baseline_for_deltas: str = "lora_mtl"
+    # Label budgets of the OOD/KI probe besides the full capped train split: N = a seeded, stratified sample of
+    # N train rows for the fresh head (features computed once, shared by every budget). [] = the full split only.
+    # Small budgets are where representations differ; the full split shows the ceiling.
+    probe_budgets: list[Annotated[int, Field(ge=2)]] = Field(default_factory=list)
+    zero_shot: list[ZeroShotConfig] = Field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------- orchestration
@@ -252,7 +266,9 @@ def load_config(profile: str, overrides: list[str] | None = None) -> Config:
     """
     path = resolve_profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {describe_bad_byte(path, e)}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):

@@ -66,12 +66,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Like :func:`atomic_path` for a directory. If another writer won the race, its copy is kept."""
+    """Like :func:`atomic_path` for a directory. If another writer won the race, its copy is kept.
+
+    Replacing an existing directory swaps the two atomically (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader
+    never finds ``path`` missing: two DDP ranks publish the same stage while one of them already reads it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         yield tmp
+        if path.exists() and _exchange(tmp, path):
+            return  # tmp now holds the old copy: removed below
         if path.exists():
             shutil.rmtree(path)
         try:
@@ -82,6 +88,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (both must exist); False where the system cannot (then the caller falls back)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -100,3 +118,60 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     return Path(path)
+
+
+MIN_FREE_BYTES = 256 << 20  # below this a run would fail part-way (embeddings, checkpoints), so refuse it up front
+
+
+def check_home_writable(home: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Refuse, before any work, a state folder that cannot be written or is (nearly) full; returns it.
+
+    Creates ``home`` if needed, writes, fsyncs and deletes a small probe file, and checks the free space.
+
+    Raises:
+        InputError: one line naming the folder, what failed, and what to do.
+    """
+    from cdco_core.errors import InputError
+
+    home = Path(home)
+    hint = "free some space or point CDCO_HOME at a writable folder with room"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-write-probe-", dir=home)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"CDCO_HOME {home} is not writable ({e.strerror or e}); {hint}") from None
+    free = shutil.disk_usage(home).free
+    if free < min_free_bytes:
+        raise InputError(f"CDCO_HOME {home} has only {free >> 20} MiB free (at least {min_free_bytes >> 20} MiB "
+                         f"needed); {hint}")
+    return home
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text as UTF-8 (raises UnicodeDecodeError; see :func:`describe_bad_byte`)."""
+    return path.read_bytes().decode("utf-8")
+
+
+def describe_bad_byte(path: Path, err: UnicodeDecodeError) -> str:
+    """``byte 0xe9 at offset 186 (line 8)`` for the first byte of ``path`` that ``err``'s codec cannot decode.
+
+    Decoders that read in chunks (pandas) report an offset inside a chunk; this re-decodes the whole file with
+    the same codec to find the real offset.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode(err.encoding)
+        offset = err.start  # not reproducible on the whole file: report what the reader said
+    except UnicodeDecodeError as whole:
+        offset = whole.start
+    except LookupError:
+        offset = err.start
+    byte = data[offset:offset + 1].hex() if offset < len(data) else "??"
+    line = data.count(b"\n", 0, offset) + 1
+    return f"byte 0x{byte} at offset {offset} (line {line})"

@@ -108,7 +108,7 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
         mcfg = method.configure(cfg)
         plan.configs[name] = mcfg
         stages = method.stages(mcfg)
-        check_stage_groups(stages, adapter_group_names(mcfg), where=f"{name}: stages")
+        check_stage_groups(stages, adapter_group_names(mcfg) | set(method.extra_groups), where=f"{name}: stages")
         contrastive = [uses_contrastive(st) for st in stages]
         negatives = None
         if method.uses_negatives and any(contrastive) and mcfg.train.n_hard_negatives > 0:

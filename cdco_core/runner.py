@@ -120,14 +120,16 @@ def _execute_in_worker(wire: dict[str, Any], node: dict[str, Any], inputs: dict[
 
 
 def check_prepared(plan: Plan, records: list[Record]) -> None:
-    """Refuse, before any training, tasks that cannot be trained on or scored (metric, kind, splits).
+    """Refuse, before any training, tasks that cannot be trained on or scored: the checks ``cdco data check``
+    applies (:func:`cdco_core.data.checks.check_task_set`).
 
     Raises:
-        InputError: the first problem, naming the task and split.
+        InputError: the first problem, naming the task (and split or class).
     """
-    from cdco_core.evaluation.scoring import check_task_records
+    from cdco_core.data import open_task
+    from cdco_core.data.checks import check_task_set
 
-    check_task_records(records, needs_eval=bool(plan.of_step("evaluate")))
+    check_task_set([open_task(r) for r in records])
 
 
 def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,

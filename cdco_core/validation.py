@@ -17,7 +17,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel], prefix: str = "",
+                            title: str = "invalid config") -> str:
     """One readable message for a failed validation of ``model``.
 
     Args:
@@ -25,14 +26,15 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
         source: what was being read (a file path, "--set overrides", ...), shown in the first line.
         model: the model validated at the top level (for the allowed keys of an unknown one).
         prefix: the key path of ``model`` inside a larger mapping, e.g. ``method_settings.ca_mtl``.
+        title: the first line's words (``invalid task spec`` for a task file).
 
     Returns:
-        ``invalid config <source>:`` followed by one ``  <key path>: <problem>`` line per error.
+        ``<title> <source>:`` followed by one ``  <key path>: <problem>`` line per error.
     """
-    lines = [f"invalid config {source}:"]
+    lines = [f"{title} {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *e["loc"])) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # our validators' messages read as they were written
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
             allowed = allowed_keys(model, e["loc"])

@@ -20,6 +20,8 @@ app = typer.Typer(help="cdco: cross-domain contrastive optimisation of adapters,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect and validate task data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(help="Manage CDCO_HOME's caches.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="conf/<NAME>.yaml, or a path to a YAML file")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: key.sub=value (repeatable)")]
@@ -52,6 +54,14 @@ def _methods(value: str | None) -> list[str] | None:
     return expand_methods([x.strip() for x in value.split(",") if x.strip()]) if value else None
 
 
+def _writable_home() -> None:
+    """A read-only or full CDCO_HOME is one line and exit 2 here, not an OSError deep inside a step."""
+    from cdco_core.io import check_home_writable
+    from cdco_core.paths import cdco_home
+
+    check_home_writable(cdco_home())
+
+
 @app.command()
 @_user_errors
 def run(profile: Profile = "demo", set_: Sets = None,
@@ -62,6 +72,7 @@ def run(profile: Profile = "demo", set_: Sets = None,
     if methods:
         overrides.append(f"eval.methods=[{methods}]")
     cfg = _load(profile, overrides)  # validated before any work, once
+    _writable_home()
     from flows.full_pipeline import run_pipeline
 
     result = run_pipeline(cfg, profile=profile, overrides=overrides)
@@ -75,6 +86,7 @@ def step(name: Annotated[str, typer.Argument(help="prepare | embed | manifold | 
     """Run one pipeline step for the config's first method and seed (and what it reads, from cache when
     unchanged), without Prefect. Prints the step's records."""
     cfg = _load(profile, set_)
+    _writable_home()
     from cdco_core.plan import build_plan
     from cdco_core.runner import STEP_NAMES, run_plan
 
@@ -98,6 +110,7 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     cfg = _load(profile, set_)
+    _writable_home()
     from cdco_core.runner import run_comparison
 
     s = [int(x) for x in seeds.split(",")] if seeds else None
@@ -121,6 +134,7 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
                profile: Annotated[str | None, typer.Option("--profile", "-p")] = None, set_: Sets = None):
     """Load and validate every task; print rows, label counts and digest per task and split."""
     from cdco_core.data import load_task, read_task_file
+    from cdco_core.data.checks import check_task_set, check_task_specs
     from cdco_core.data.spec import DataConfig
 
     if tasks is None and profile is None:
@@ -134,8 +148,12 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
         from cdco_core.data import task_specs
 
         specs = task_specs(data_cfg)
-    for spec in specs:
-        task = load_task(spec, data_cfg)
+    check_task_specs(specs)
+    _writable_home()  # loading writes the canonical tables under CDCO_HOME/cache/tasks
+    loaded = [load_task(spec, data_cfg) for spec in specs]
+    check_task_set(loaded)  # the same checks `cdco run` applies before any work
+    for task in loaded:
+        spec = task.spec
         typer.echo(
             f"{task.name}  kind={spec.kind}  type={spec.type}  metric={spec.metric_name}  digest={task.digest[:16]}"
         )
@@ -149,6 +167,28 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
                 counts = f"choices={df['choices'].map(len).max()}"
             made = f"  (made from {task.split_record[split]['from']})" if split in task.split_record else ""
             typer.echo(f"  {split:<11} rows={len(df):<7} {counts}  digest={task.digests[split][:16]}{made}")
+        for split, reasons in task.dropped.items():
+            detail = ", ".join(f"{k}={v}" for k, v in reasons.items())
+            typer.echo(f"  {split:<11} dropped {sum(reasons.values())} invalid row(s): {detail}"
+                       "  (on_invalid_rows: drop)")
+
+
+@cache_app.command("prune")
+@_user_errors
+def cache_prune(
+    older_than: Annotated[float, typer.Option("--older-than", min=0,
+                                              help="hours without a write before a leftover is removed")] = 24,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go, remove nothing")] = False,
+):
+    """Remove stale `*.partial` folders and `.tmp-*` leftovers under CDCO_HOME; list them and the bytes freed."""
+    from cdco_core.paths import cdco_home
+    from cdco_core.prune import find_leftovers, remove_leftovers
+
+    found = find_leftovers(cdco_home(), older_than)
+    for item in found:
+        typer.echo(f"{item.bytes:>12}  {item.age_hours:7.1f} h  {item.path}")
+    freed = sum(i.bytes for i in found) if dry_run else remove_leftovers(found)
+    typer.echo(f"{'would free' if dry_run else 'freed'} {freed} bytes ({len(found)} items) under {cdco_home()}")
 
 
 @app.command()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from typing import Any
 from cdco_core.errors import InputError
 from cdco_core.paths import PROJECT_ROOT, cdco_home
 
-ORDER = ("prefect", "mlflow", "deployment")  # start order; stop runs it backwards
+ORDER = ("prefect", "mlflow", "deployment")  # the local stack's start order; stop runs the records backwards
 HOST = "127.0.0.1"
 
 
@@ -105,31 +106,35 @@ def running(record: dict[str, Any]) -> bool:
 
 
 def read_records(home: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every pid file under the state folder (either stack's services), in start order."""
     out = {}
-    for name in ORDER:
-        path = state_dir(home) / f"{name}.pid"
-        if path.exists():
-            try:
-                out[name] = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                path.unlink()  # a torn pid file names no process we can trust
-    return out
+    for path in sorted(state_dir(home).glob("*.pid")):
+        try:
+            out[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            path.unlink()  # a torn pid file names no process we can trust
+    return dict(sorted(out.items(), key=lambda kv: kv[1].get("started", 0.0)))
 
 
-def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, port: int | None) -> dict[str, Any]:
-    """Start one service in its own session; write its pid file (JSON) atomically."""
+def launch(name: str, argv: list[str], env_extra: dict[str, str], home: Path, port: int | None,
+           user: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start one service in its own session (as ``user`` if given); write its pid file (JSON) atomically.
+
+    ``extra`` goes into the record: ``stop_signal`` (default SIGTERM), ``remove_after_stop`` (a folder).
+    """
     from cdco_core.io import write_json
 
     sdir = state_dir(home)
     sdir.mkdir(parents=True, exist_ok=True)
     log = open(sdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
     env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
+    proc = subprocess.Popen(argv, cwd="/" if user else PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
     log.close()
     _await_exec(proc, argv)
     record = {"name": name, "pid": proc.pid, "argv": argv, "port": port, "log": str(sdir / f"{name}.log"),
-              "started": time.time()}
+              "started": time.time(), **(extra or {})}
     write_json(record, sdir / f"{name}.pid")
     return record
 
@@ -183,7 +188,7 @@ def start(profile: str = "demo", overrides: list[str] | None = None, home: Path 
     Raises:
         ServeError: already running, a port in use, or a service that did not come up (names its log).
     """
-    from cdco_core.config import load_config
+    from cdco_core.profile import load_profile as load_config
 
     load_config(profile, list(overrides or []))  # a bad profile fails before anything starts
     home = (home or cdco_home()).resolve()
@@ -213,39 +218,91 @@ def start(profile: str = "demo", overrides: list[str] | None = None, home: Path 
 
 
 def stop(home: Path | None = None, timeout: float = 20.0) -> dict[str, str]:
-    """Stop exactly the processes named in the pid files (and their process groups), serve process first."""
+    """Stop exactly the processes named in the pid files (and their process groups), in reverse start order:
+    the serve process or workers first, the database last."""
     home = (home or cdco_home()).resolve()
     result = {}
-    records = read_records(home)
-    for name in reversed(ORDER):
-        rec = records.get(name)
-        if rec is None:
-            continue
+    for name, rec in reversed(read_records(home).items()):
         result[name] = _terminate(rec, timeout) if running(rec) else "not running"
+        if rec.get("remove_after_stop"):
+            shutil.rmtree(rec["remove_after_stop"], ignore_errors=True)  # a temporary cluster folder
         (state_dir(home) / f"{name}.pid").unlink(missing_ok=True)
     return result
 
 
 def _terminate(rec: dict[str, Any], timeout: float) -> str:
-    """SIGTERM the process group led by ``rec['pid']``; SIGKILL it if it outlives ``timeout``."""
+    """``rec['stop_signal']`` (SIGTERM) to the process group led by ``rec['pid']``; SIGKILL if it outlives
+    ``timeout``."""
     pid = rec["pid"]
+    # children that left the group (a Prefect process worker starts each flow run in a session of its own)
+    escaped = [(c, t) for c, t in _descendants(pid) if _pgid(c) != pid]
     try:
-        os.killpg(pid, signal.SIGTERM)  # start_new_session: the group id is the leader's pid
+        # start_new_session: the group id is the leader's pid
+        os.killpg(pid, getattr(signal, rec.get("stop_signal", "SIGTERM")))
     except ProcessLookupError:
         return "not running"
+    outcome = "killed"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not running(rec):
-            _reap(pid)
-            return "stopped"
+            outcome = "stopped"
+            break
         _reap(pid)
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     _reap(pid)
-    return "killed"
+    _end_escaped(escaped)
+    return outcome
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name: [state, ppid, pgrp, ...]; None when gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _pgid(pid: int) -> int | None:
+    st = _stat(pid)
+    return int(st[2]) if st else None
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process below ``root``; the start time tells a reused pid apart later."""
+    parent: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _stat(int(d.name))):
+            parent[int(d.name)], started[int(d.name)] = int(st[1]), st[19]
+    out, frontier = [], [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += [(c, started[c]) for c in kids]
+        frontier += kids
+    return out
+
+
+def _end_escaped(procs: list[tuple[int, str]], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, the recorded descendants that still run (same pid and start time)."""
+    def alive() -> list[int]:
+        return [p for p, t in procs if (st := _stat(p)) and st[19] == t and st[0] != "Z"]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in alive():
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _reap(pid: int) -> None:
@@ -266,9 +323,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--profile", default=os.environ.get("CDCO_PROFILE", "demo"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.sub=value")
+    parser.add_argument("--stack", choices=["local", "team"], default=os.environ.get("CDCO_STACK", "local"),
+                        help="local: SQLite + one serve process; team: PostgreSQL, work pool, workers, Dask")
+    parser.add_argument("--workers", type=int, default=2, help="team: prefect worker processes")
+    parser.add_argument("--dask-workers", type=int, default=2, help="team: dask worker processes")
+    parser.add_argument("--db-url", default=None,
+                        help="team: an existing server, postgresql://user:pw@host:port (default: start one)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "start":
+        if args.command == "start" and args.stack == "team":
+            from cli.team import start_team
+
+            out = start_team(args.profile, args.overrides, workers=args.workers, dask_workers=args.dask_workers,
+                             db_url=args.db_url)
+            print(json.dumps(out, indent=2))
+            print(f"\nexport PREFECT_API_URL={out['urls']['prefect_api']} MLFLOW_TRACKING_URI={out['urls']['mlflow']}"
+                  f"\nprefect deployment run cdco/full-pipeline -p profile={args.profile}")
+        elif args.command == "start":
             out = start(args.profile, args.overrides)
             print(json.dumps(out, indent=2))
             print(f"\nexport PREFECT_API_URL={out['urls']['prefect_api']}\n"

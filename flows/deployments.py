@@ -13,6 +13,7 @@ schedule always comes from the config (``prefect.yaml`` is the static equivalent
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 DEPLOYMENT = "full-pipeline"
@@ -34,8 +35,11 @@ def dataset_trigger(label: str, profile: str, overrides: list[str]) -> Any:
     )
 
 
-def build_deployments(profile: str, overrides: list[str] | None = None) -> list[Any]:
-    """(pipeline, sensor) RunnerDeployments for ``profile``; the config is validated first."""
+def build_deployments(profile: str, overrides: list[str] | None = None, by_module: bool = False) -> list[Any]:
+    """(pipeline, sensor) RunnerDeployments for ``profile``; the config is validated first.
+
+    ``by_module``: entrypoints as module paths (``flows.full_pipeline.cdco``), see :func:`register`.
+    """
     from cdco_core.config import load_config
     from flows.full_pipeline import cdco
     from flows.sensor import dataset_sensor
@@ -43,12 +47,17 @@ def build_deployments(profile: str, overrides: list[str] | None = None) -> list[
     overrides = list(overrides or [])
     cfg = load_config(profile, overrides)
     params = {"profile": profile, "overrides": overrides}
-    pipeline = cdco.to_deployment(
+    extra: dict[str, Any] = {}
+    if by_module:
+        from prefect.deployments.runner import EntrypointType
+
+        extra["entrypoint_type"] = EntrypointType.MODULE_PATH
+    pipeline = cdco.to_deployment(**extra,
         name=DEPLOYMENT, parameters=params, cron=cfg.orchestration.schedule_cron,
         triggers=[dataset_trigger(cfg.profile, profile, overrides)], tags=["cdco", cfg.profile],
         description=f"The cdco pipeline on profile {cfg.profile!r}",
     )
-    sensor = dataset_sensor.to_deployment(
+    sensor = dataset_sensor.to_deployment(**extra,
         name=SENSOR_DEPLOYMENT, parameters=params, interval=cfg.orchestration.sensor_interval_seconds,
         tags=["cdco", cfg.profile], description="Emit cdco.dataset.changed when a configured dataset changes",
     )
@@ -66,7 +75,72 @@ def register(profile: str, overrides: list[str] | None, work_pool: str) -> list[
             client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
         except ObjectAlreadyExists:
             pass
-    return [str(d.apply(work_pool_name=work_pool)) for d in build_deployments(profile, overrides)]
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    ensure_crash_automation()
+    # Module entrypoints: a worker then imports flows.full_pipeline as itself. Loaded from its file it would be a
+    # module named "full_pipeline", which a Dask scheduler and its workers cannot import when they unpickle the
+    # flow's tasks (an external cluster fails every fan-out with ModuleNotFoundError).
+    deployments = build_deployments(profile, overrides, by_module=True)
+    ids = [d.apply(work_pool_name=work_pool) for d in deployments]
+    # Without a pull step a process worker copies the deployment's folder into a temporary workspace for each
+    # run; prefect.yaml's pull step instead runs the flows where the project is installed (the image's /opt/cdco).
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": project_dir()}}]
+    with get_client(sync_client=True) as client:
+        for deployment_id in ids:
+            client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull))
+    return [str(i) for i in ids]
+
+
+CRASH_AUTOMATION = "cdco: crash flow runs that stop sending heartbeats"
+
+
+def crash_automation(heartbeat_s: int) -> Any:
+    """A flow run whose process died with its worker (machine lost, ``kill -9``) stays Running for ever; its
+    heartbeats stop, and after three missed ones this automation marks it Crashed, so it can be re-run (finished
+    stages and steps come from the cache, an interrupted stage resumes from its checkpoint)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=CRASH_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=3 * heartbeat_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {3 * heartbeat_s} s: its worker or process died")],
+    )
+
+
+def ensure_crash_automation() -> None:
+    """Create :func:`crash_automation` on the server unless one of that name exists (the workers' heartbeat
+    period: ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``)."""
+    from prefect.settings import get_current_settings
+
+    try:
+        from prefect.automations import Automation
+
+        Automation.read(name=CRASH_AUTOMATION)
+        return
+    except ValueError:  # not there yet
+        pass
+    crash_automation(get_current_settings().flows.heartbeat_frequency or 180).create()
+
+
+def project_dir() -> str:
+    """Where the workers find the flows: ``CDCO_PROJECT_DIR`` (the image's /opt/cdco), else this checkout."""
+    from cdco_core.config import PROJECT_ROOT
+
+    return os.environ.get("CDCO_PROJECT_DIR") or str(PROJECT_ROOT)
 
 
 def main(argv: list[str] | None = None) -> None:

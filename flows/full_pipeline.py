@@ -18,6 +18,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdco_core.cache import Record
+from flows.runners import task_runner
 from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
 
 
@@ -89,8 +90,10 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
 
 
 def primary_inputs(plan: Any, node_id: str) -> list[str]:
-    """The ID tasks a training node reads (the heads a registered model carries), in task-id order."""
-    return [i for i in plan.nodes[node_id].inputs if i.startswith("prepare[")]
+    """The ID tasks a training node reads (the heads a registered model carries), in task-id order; a
+    contrastive stage also reads the OOD tasks (its negatives' texts), which have no head."""
+    ids = {f"prepare[{s.name}]" for s in plan.specs if s.kind == "ID"}
+    return [i for i in plan.nodes[node_id].inputs if i in ids]
 
 
 def _submit(node: Any, wire: dict[str, Any], futures: dict[str, Any], storage: str) -> Any:
@@ -116,21 +119,6 @@ def _log(parent_run_id: str, plan: Any, records: dict[str, Record], cached: dict
     for n in plan.of_step("evaluate"):
         evaluate.log_evaluate(parent_run_id, n.id, records[n.id], cached[n.id])
     report.log_report(parent_run_id, records["report"], cached["report"])
-
-
-def task_runner(cfg: Any) -> Any:
-    """Prefect's thread pool, or prefect-dask's DaskTaskRunner (an existing scheduler, or a local cluster)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    o = cfg.orchestration
-    if o.task_runner != "dask":
-        return ThreadPoolTaskRunner(max_workers=1)  # steps already use every core through torch
-    from prefect_dask import DaskTaskRunner
-
-    if o.dask_address:
-        return DaskTaskRunner(address=o.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": o.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
 
 
 @flow(name="cdco", log_prints=True, validate_parameters=True)
@@ -196,11 +184,17 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     Raises:
         InputError: unreachable tracking store, bad task data: before any training.
     """
+    from prefect.settings import PREFECT_HOME
+
+    from cdco_core import orphans
     from cdco_core.profile import config_to_json
     from tasks import tracking
 
+    orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
+    tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
+        orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())
         return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg))
 
 

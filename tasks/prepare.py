@@ -23,3 +23,6 @@ def log_prepare(parent_run_id: str, records: list[Record]) -> None:
                 )
                 mlflow.log_metric(f"rows.{r.label}.{split}", s["rows"])
             mlflow.set_tag(f"cdco.digest.{r.label}", r.digest)
+            for split, reasons in (t.get("dropped") or {}).items():  # on_invalid_rows: drop
+                for reason, n in reasons.items():
+                    mlflow.log_metric(f"dropped.{r.label}.{split}.{reason}", n)

@@ -8,7 +8,9 @@ Logged by :mod:`tasks.register` with these artifacts:
     heads.json           method, seed, and the training tasks (spec, label names, train rows) in task-id order
 
 Reloading rebuilds the method's model on ``base/`` and loads the weights: the base weights come from the
-logged folder, never re-initialised from a config (the PEFT-through-mlflow.transformers trap).
+logged folder, never re-initialised from a config (the PEFT-through-mlflow.transformers trap). The weights'
+sha256, recorded when the model was logged (``model_config`` and the MLmodel metadata, key
+``cdco.weights_sha256``; also the registered version's tag), is checked first: a mismatch is refused.
 Needs the ``cdco`` package installed where the model is loaded.
 
 Input: a DataFrame with ``task`` (a training task's name), ``text_a`` and optional ``text_b``.
@@ -18,20 +20,58 @@ Output: a DataFrame with ``task``, ``prediction`` (class id, or the score for re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+SHA_KEY = "cdco.weights_sha256"
+
+
+class WeightsMismatchError(RuntimeError):
+    """The logged weights differ from the digest recorded when the model was logged."""
 
 
 class CdcoAdapterModel(PythonModel):
     """Multi-task adapters + heads on the logged base encoder."""
 
     def load_context(self, context: Any) -> None:
+        expected = (getattr(context, "model_config", None) or {}).get(SHA_KEY) or _mlmodel_sha(context.artifacts)
+        verify_weights(context.artifacts["weights"], expected)
         self.model, self.tokenizer, self.max_length = load_adapter_model(context.artifacts)
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         return predict_frame(self.model, self.tokenizer, self.max_length, model_input)
+
+
+def _mlmodel_sha(artifacts: dict[str, str]) -> str | None:
+    """The digest in the MLmodel file's metadata (models logged before ``model_config`` carried it)."""
+    from mlflow.models import Model
+
+    model_dir = Path(artifacts["weights"]).parent.parent  # <model>/artifacts/weights.safetensors
+    if not (model_dir / "MLmodel").exists():
+        return None
+    return (Model.load(str(model_dir)).metadata or {}).get(SHA_KEY)
+
+
+def verify_weights(path: str | Path, expected: str | None) -> None:
+    """Refuse weights whose sha256 is not ``expected``.
+
+    Raises:
+        WeightsMismatchError: no digest recorded, or the file's digest differs (names both).
+    """
+    from cdco_core.io import sha256_file
+
+    if not expected:
+        raise WeightsMismatchError(f"{path}: no weights sha256 recorded with this model ({SHA_KEY}); "
+                                   "register it again with this version of cdco")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise WeightsMismatchError(
+            f"{Path(path).name} has sha256 {actual[:12]}..., the model was registered with {expected[:12]}...: "
+            f"the weights at {path} were changed after logging; refusing to load them"
+        )
 
 
 def load_adapter_model(artifacts: dict[str, str]) -> tuple[Any, Any, int]:

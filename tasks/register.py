@@ -59,12 +59,14 @@ def log_and_register(parent_run_id: str, name: str, artifacts: dict[str, str], s
     """Nested run ``register_model``: ``pyfunc.log_model`` (models from code) + a registered version."""
     import mlflow
 
-    from cdco_core import __version__, tracking
+    from cdco_core import __version__
+    from tasks import tracking
 
     with tracking.step_run(parent_run_id, "register_model"):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
             pip_requirements=[f"cdco=={__version__}"], registered_model_name=name,
+            model_config={"cdco.weights_sha256": sha},  # checked by the model's load_context
             metadata={"cdco.method": trained["method"], "cdco.seed": trained["seed"], "cdco.weights_sha256": sha},
         )
         version = str(info.registered_model_version)

@@ -7,6 +7,7 @@ shows the true data dependencies.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
@@ -31,4 +32,4 @@ def step_task(step: str, node_id: str, storage: str) -> Task:
     if step == "prepare":
         return run_step.with_options(name=step, task_run_name=node_id, cache_policy=NO_CACHE, persist_result=False)
     return run_step.with_options(name=step, task_run_name=node_id, cache_policy=StepCache(storage=storage),
-                                 result_storage=storage)
+                                 result_storage=Path(storage))  # a Path: a plain string names a storage block

@@ -13,9 +13,12 @@ hex digits and the input tag ``cdco.sha256`` the whole digest).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
 import sqlite3
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -70,7 +73,104 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0) -> str:
             raise TrackingUnavailableError(
                 f"MLflow SQLite store {uri} cannot be opened ({e}); set MLFLOW_TRACKING_URI to a writable path"
             ) from None
+        prepare_store(uri)
     return uri
+
+
+# ------------------------------------------------------------------------------------- the SQLite store
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), held for the block; released if the process dies."""
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _schema_state(db: Path) -> tuple[str, str | None, list[str]]:
+    """("empty" | "current" | "behind", the schema revision, ORM tables missing) of an MLflow SQLite file."""
+    import sqlalchemy
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    try:
+        tables = {t for t in sqlalchemy.inspect(engine).get_table_names() if not t.startswith("alembic_")}
+        if not tables:
+            return "empty", None, []
+        rev = _get_schema_version(engine)
+    finally:
+        engine.dispose()
+    missing = sorted(set(Base.metadata.tables) - tables)
+    return ("current" if rev == _get_latest_schema_revision() and not missing else "behind"), rev, missing
+
+
+def _build_beside(db: Path, build: Any) -> None:
+    """Run ``build(engine)`` on a temporary copy of ``db`` (or an empty file) and rename it onto ``db``.
+
+    SQLite runs MLflow's migrations without one enclosing transaction, so a failure half-way (a full disk)
+    leaves a schema that no later start can finish; building aside means ``db`` is either the old file or the
+    complete new one.
+    """
+    import sqlalchemy
+
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{db.name}-", dir=db.parent)
+    os.close(fd)
+    try:
+        if db.exists() and db.stat().st_size:
+            with sqlite3.connect(db) as src, sqlite3.connect(tmp) as dst:
+                src.backup(dst)  # a consistent copy even if someone is reading it
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+        try:
+            build(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, db)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def prepare_store(uri: str | None = None) -> None:
+    """Create or migrate a local MLflow SQLite store once, under a lock, before anything else opens it.
+
+    A no-op for other URIs and for a store already at MLflow's current schema. The lock is
+    ``<db>.lock`` beside the database (``fcntl.flock``): concurrent first runs wait for one builder instead of
+    racing on ``CREATE TABLE``. The schema is built, or an older one upgraded, on a copy that is renamed into
+    place only when complete (:func:`_build_beside`).
+
+    Raises:
+        InputError: the store is half-built (an interrupted migration) or cannot be written; one line saying
+            what to do.
+    """
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(db.with_name(db.name + ".lock")):
+        try:
+            state, rev, missing = _schema_state(db) if db.exists() else ("empty", None, [])
+        except Exception as e:  # noqa: BLE001 - garbage in place of a database
+            raise InputError(f"MLflow store {db} is not a readable SQLite database ({str(e).splitlines()[0][:120]}); "
+                             f"move it aside (mv {db} {db}.broken) and run again") from None
+        if state == "current":
+            return
+        from mlflow.store.db import utils as db_utils
+
+        try:
+            _build_beside(db, db_utils._initialize_tables if state == "empty" else db_utils._upgrade_db)
+        except OSError as e:
+            raise InputError(f"MLflow store {db} could not be created ({e.strerror or e}); free some space or set "
+                             "MLFLOW_TRACKING_URI to a writable path") from None
+        except Exception as e:  # noqa: BLE001 - any migration failure means the file is not a usable store
+            raise InputError(
+                f"MLflow store {db} is half-built (schema revision {rev}, {len(missing)} table(s) missing, migration "
+                f"fails: {str(e).splitlines()[0][:120]}): its creation was interrupted, e.g. by a full disk. "
+                f"Move it aside (mv {db} {db}.broken) and run again"
+            ) from None
 
 
 def ensure_experiment(name: str) -> str:
@@ -78,6 +178,7 @@ def ensure_experiment(name: str) -> str:
     import mlflow
 
     uri = tracking_uri()
+    prepare_store(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
@@ -100,7 +201,7 @@ def pipeline_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterat
 
     check_tracking()
     experiment_id = ensure_experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, **owner_tags()}) as run:
         yield run.info.run_id
 
 
@@ -111,8 +212,69 @@ def step_run(parent_run_id: str, name: str, tags: dict[str, str] | None = None) 
 
     parent = mlflow.MlflowClient().get_run(parent_run_id)
     with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=name, nested=True,
-                          parent_run_id=parent_run_id, tags=tags or {}) as run:
+                          parent_run_id=parent_run_id, tags={**(tags or {}), **owner_tags()}) as run:
         yield run.info.run_id
+
+
+# ------------------------------------------------------------------------------------- orphaned runs
+OWNER_TAGS = ("cdco.owner.pid", "cdco.owner.host", "cdco.owner.start")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process' start time (seconds since the epoch, as text), or None when no such process exists.
+
+    With the pid it identifies a process: a pid reused by a later process has another start time.
+    """
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that creates a run: pid, host name and the process' start time."""
+    return dict(zip(OWNER_TAGS, (str(os.getpid()), socket.gethostname(), _start_time(os.getpid()) or ""),
+                    strict=True))
+
+
+def fail_orphaned_runs(experiment: str | None = None) -> list[str]:
+    """Mark FAILED every RUNNING run whose owner process (on this host) no longer exists; returns their ids.
+
+    A killed ``cdco run`` cannot end its MLflow runs, which then stay RUNNING forever. Runs started on another
+    host, or without owner tags (started by something else), are left alone.
+
+    Args:
+        experiment: only this experiment's runs; default all experiments.
+    """
+    import mlflow
+    from mlflow.entities import ViewType
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        ids = [exp.experiment_id] if exp is not None else []
+    else:
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    if not ids:
+        return []
+    host, marked = socket.gethostname(), []
+    for run in client.search_runs(ids, "attributes.status = 'RUNNING'", run_view_type=ViewType.ALL,
+                                  max_results=50000):
+        tags = run.data.tags
+        pid, owner_host, started = (tags.get(k) for k in OWNER_TAGS)
+        if not pid or owner_host != host or not pid.isdigit():
+            continue
+        alive = _start_time(int(pid))
+        if alive is not None and (not started or alive == started):
+            continue  # the owner is still running
+        client.set_tag(run.info.run_id, "cdco.failed_reason",
+                       f"owner process {pid} on {host} (started {started}) no longer exists")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        marked.append(run.info.run_id)
+    return marked
 
 
 def log_table_input(name: str, sha256: str, path: str | os.PathLike, context: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from pydantic import ValidationError
 from cdco_core.data.sources import RawSource, load_source
 from cdco_core.data.spec import DataConfig, TaskFile, TaskSpec
 from cdco_core.errors import DataError
-from cdco_core.io import atomic_dir, sha256_frame, sha256_json
+from cdco_core.io import atomic_dir, describe_bad_byte, read_utf8, sha256_frame, sha256_json
 from cdco_core.paths import PROJECT_ROOT, cdco_home
+from cdco_core.validation import format_validation_error
 
 LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
 
@@ -41,6 +43,7 @@ class TaskData:
     digests: dict[str, str]  # split -> content digest
     split_record: dict[str, dict] = field(default_factory=dict)  # how missing splits were made
     path: Path | None = None  # cache directory
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> rows dropped
 
     @property
     def name(self) -> str:
@@ -68,20 +71,15 @@ def read_task_file(path: str | Path) -> list[TaskSpec]:
     if not path.exists():
         raise DataError(f"task spec file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as e:
         raise DataError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text: {describe_bad_byte(path, e)}") from None
     try:
         specs = TaskFile.model_validate(raw).tasks
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg += f"; allowed: {', '.join(sorted(TaskSpec.model_fields))}"
-            msgs.append(f"  {loc}: {msg}")
-        raise DataError(f"invalid task spec {path}:\n" + "\n".join(msgs)) from None
+        raise DataError(format_validation_error(e, str(path), TaskFile, title="invalid task spec")) from None
     return [_anchor_files(s, path.parent) for s in specs]
 
 
@@ -101,12 +99,9 @@ def task_specs(data: DataConfig) -> list[TaskSpec]:
         p = Path(data.tasks_file)
         specs += read_task_file(p if p.is_absolute() else PROJECT_ROOT / p)
     specs += [_anchor_files(s, PROJECT_ROOT) for s in data.tasks]
-    names = [s.name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"task names must be unique; repeated: {dup}")
-    if not specs:
-        raise DataError("no tasks configured: set data.tasks_file or data.tasks")
+    from cdco_core.data.checks import check_task_specs
+
+    check_task_specs(specs)
     return specs
 
 
@@ -130,16 +125,17 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     """
     mirror = Path(data.mirror_dir) if data.mirror_dir else None
     raw = load_source(spec, PROJECT_ROOT, mirror)
-    key = sha256_json(
-        {
-            "spec": spec.model_dump(mode="json"),
-            "files": raw.file_digests,
-            "max_rows": data.max_rows,
-            "split_seed": data.split_seed,
-            "heldout_fraction": data.heldout_fraction,
-            "version": LOADER_VERSION,
-        }
-    )
+    key_parts = {
+        "spec": spec_key(spec),
+        "files": raw.file_digests,
+        "max_rows": data.max_rows,
+        "split_seed": data.split_seed,
+        "heldout_fraction": data.heldout_fraction,
+        "version": LOADER_VERSION,
+    }
+    if data.dev_fraction > 0 and spec.kind == "ID":  # absent at 0: other profiles' cache keys stay as they were
+        key_parts["dev_fraction"] = data.dev_fraction
+    key = sha256_json(key_parts)
     cache_dir = (cache_root or cdco_home() / "cache" / "tasks") / f"{spec.name}-{key[:16]}"
     cached = _read_cache(spec, cache_dir)
     if cached is not None:
@@ -148,7 +144,8 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     with atomic_dir(cache_dir) as tmp:
         for split, df in task.splits.items():
             df.to_parquet(tmp / f"{split}.parquet", index=False)
-        meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record}
+        meta = {"label_names": task.label_names, "digests": task.digests, "split_record": task.split_record,
+                "dropped": task.dropped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     task.path = cache_dir
     return task
@@ -168,6 +165,23 @@ def open_task(record: Any) -> TaskData:
     return task
 
 
+# TaskSpec fields that do not change the canonical table (where a task is used, not what its rows are), and
+# fields that enter the key only when set, so adding them left every existing task's cache key unchanged.
+_ROLE_FIELDS = ("ood_protocol", "probe")
+_KEYED_WHEN_SET = ("heldout_rows", "max_rows")
+
+
+def spec_key(spec: TaskSpec) -> dict:
+    """The part of a spec the canonical table depends on (JSON), for the task cache key."""
+    out = spec.model_dump(mode="json", exclude=set(_ROLE_FIELDS))
+    for name in _KEYED_WHEN_SET:
+        if out.get(name) is None:
+            out.pop(name, None)
+    if out.get("on_invalid_rows") == "error":  # the default leaves the key of caches made before the field
+        del out["on_invalid_rows"]
+    return out
+
+
 def _read_cache(spec: TaskSpec, cache_dir: Path) -> TaskData | None:
     meta_path = cache_dir / "meta.json"
     if not meta_path.exists():
@@ -182,7 +196,8 @@ def _read_cache(spec: TaskSpec, cache_dir: Path) -> TaskData | None:
                 return None  # corrupt or edited: rebuild, never trust
     except Exception:  # unreadable cache of any kind is rebuilt
         return None
-    return TaskData(spec, meta["label_names"], splits, meta["digests"], meta["split_record"], cache_dir)
+    return TaskData(spec, meta["label_names"], splits, meta["digests"], meta["split_record"], cache_dir,
+                    dropped=meta.get("dropped", {}))
 
 
 def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
@@ -197,6 +212,7 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
         raise DataError(f"task {spec.name!r}: pair_classification needs two text columns, got {text_cols}")
 
     frames: dict[str, pd.DataFrame] = {}
+    dropped: dict[str, dict[str, int]] = {}
     for split, df in raw.splits.items():
         where = raw.files.get(split, split)
         if len(df) == 0:
@@ -205,27 +221,60 @@ def canonicalize(spec: TaskSpec, raw: RawSource, data: DataConfig) -> TaskData:
         missing = [c for c in needed if c not in df.columns]
         if missing:
             raise DataError(f"{where}: column(s) {missing} not found; columns found: {list(df.columns)}")
-        frames[split] = _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col)
+        frames[split], counts = _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col)
+        if counts:
+            dropped[split] = counts
+            warnings.warn(f"{where}: dropped {sum(counts.values())} invalid row(s) of {len(df)} "
+                          f"({', '.join(f'{k}={v}' for k, v in counts.items())}) because task {spec.name!r} "
+                          "sets on_invalid_rows: drop", UserWarning, stacklevel=2)
+        if len(frames[split]) == 0:
+            raise DataError(f"task {spec.name!r}: split {split!r} ({where}) has no valid row left")
 
     label_names, frames = _encode_labels(spec, raw, frames)
     frames, record = _ensure_splits(spec, frames, data)
-    frames = {s: _cap_rows(df, data.max_rows.get(s), data.split_seed) for s, df in frames.items()}
+    caps = {**data.max_rows, **(spec.max_rows or {})}  # the task's own caps win
+    frames = {s: _cap_rows(df, caps.get(s), data.split_seed) for s, df in frames.items()}
+    if data.dev_fraction > 0 and spec.kind == "ID":
+        frames, dev_record = carve_dev_split(spec.name, frames, data.dev_fraction, data.split_seed)
+        if "train" in record:  # train was itself carved from a single split: keep that, note the dev cut
+            dev_record["train"] = {**record["train"], "rows": dev_record["train"]["rows"],
+                                   "dev": dev_record["train"]["method"]}
+        record = {**record, **dev_record}
     digests = {s: sha256_frame(df) for s, df in frames.items()}
-    return TaskData(spec, label_names, frames, digests, record)
+    return TaskData(spec, label_names, frames, digests, record, dropped=dropped)
 
 
-def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -> pd.DataFrame:
-    out = pd.DataFrame({"example_id": [f"{spec.name}:{split}:{i}" for i in range(len(df))]})
-    for new, col in zip(["text_a", "text_b"], text_cols, strict=False):
-        values = df[col].reset_index(drop=True)
-        bad = values.isna() | values.astype(str).str.strip().eq("")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+def _blank(values: pd.Series) -> np.ndarray:
+    """True where a cell is missing or only whitespace."""
+    return np.array(values.isna() | values.astype(str).str.strip().eq(""), dtype=bool)  # a writable copy
+
+
+def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -> tuple[pd.DataFrame, dict]:
+    """Canonical columns of one split, and the rows dropped per reason (``on_invalid_rows: drop``)."""
+    df = df.reset_index(drop=True)
+    reasons = {"empty_text": np.zeros(len(df), bool), "empty_label": _blank(df[label_col])}
+    for col in text_cols:
+        bad = _blank(df[col])
+        if bad.any() and spec.on_invalid_rows == "error":
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{where} row {row + 1}: column {col!r} is empty or NaN ({int(bad.sum())} such rows); "
-                "clean the file or drop those rows"
+                f"clean the file, or set 'on_invalid_rows: drop' on task {spec.name!r} to drop such rows"
             )
-        out[new] = values.astype(str).to_numpy()
+        reasons["empty_text"] |= bad
+    if reasons["empty_label"].any() and spec.on_invalid_rows == "error":
+        row = int(np.flatnonzero(reasons["empty_label"])[0])
+        raise DataError(f"{where} row {row + 1}: label column {label_col!r} is empty; clean the file, or set "
+                        f"'on_invalid_rows: drop' on task {spec.name!r} to drop such rows")
+    # A row with both an empty text and an empty label counts once, under empty_text.
+    reasons["empty_label"] &= ~reasons["empty_text"]
+    keep = ~(reasons["empty_text"] | reasons["empty_label"])
+    counts = {k: int(v.sum()) for k, v in reasons.items() if v.any()}
+    # ids keep the source row numbers, so dropping a row never renames the others
+    out = pd.DataFrame({"example_id": [f"{spec.name}:{split}:{i}" for i in np.flatnonzero(keep)]})
+    df = df[keep].reset_index(drop=True)
+    for new, col in zip(["text_a", "text_b"], text_cols, strict=False):
+        out[new] = df[col].astype(str).to_numpy()
     if "text_b" not in out:
         out["text_b"] = ""
     if choices_col:
@@ -235,13 +284,9 @@ def _normalise_rows(spec, df, split, where, text_cols, label_col, choices_col) -
             row = int(np.flatnonzero(short.to_numpy())[0])
             raise DataError(f"{where} row {row + 1}: column {choices_col!r} needs at least 2 options")
         out["choices"] = opts.to_numpy()
-    labels = df[label_col].reset_index(drop=True)
-    if labels.isna().any():
-        row = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise DataError(f"{where} row {row + 1}: label column {label_col!r} is empty")
-    out["label"] = labels.to_numpy()
+    out["label"] = df[label_col].to_numpy()
     out.attrs["where"] = where
-    return out
+    return out, counts
 
 
 def _as_options(v) -> list[str]:
@@ -325,6 +370,11 @@ def _ensure_splits(spec: TaskSpec, frames: dict[str, pd.DataFrame], data: DataCo
     """Make the train and held-out splits a task needs, deterministically, and record how."""
     record: dict[str, dict] = {}
     eval_name = spec.eval_split or ("validation" if "validation" in frames else "test")
+    held = sorted(s for s in frames if s != "train")
+    if spec.eval_split and spec.eval_split not in frames and "train" in frames and held:
+        # carving it out of train would silently ignore the held-out split(s) the source does have
+        raise DataError(f"task {spec.name!r}: eval_split {spec.eval_split!r} names a split the source does not "
+                        f"have; found: {', '.join(sorted(frames))}")
     if spec.eval_split and spec.eval_split not in frames and "train" not in frames:
         raise DataError(f"task {spec.name!r}: split {spec.eval_split!r} is missing; found {sorted(frames)}")
     if "train" in frames and eval_name in frames:
@@ -337,18 +387,68 @@ def _ensure_splits(spec: TaskSpec, frames: dict[str, pd.DataFrame], data: DataCo
         source, heldout_name = eval_name, eval_name
     df = frames.pop(source)
     order = _stable_rank(df["example_id"], data.split_seed)
-    n_held = max(1, int(math.floor(len(df) * data.heldout_fraction)))
+    if spec.heldout_rows is not None:
+        n_held, share = spec.heldout_rows, f"held-out rows={spec.heldout_rows}"
+    else:
+        n_held = max(1, int(math.floor(len(df) * data.heldout_fraction)))
+        share = f"held-out fraction={data.heldout_fraction}"
     if len(df) - n_held < 1:
-        raise DataError(f"task {spec.name!r}: split {source!r} has {len(df)} row(s), too few to split")
+        raise DataError(
+            f"task {spec.name!r}: split {source!r} has {len(df)} row(s), too few to hold out {n_held} and train on "
+            "the rest" + (" (lower heldout_rows)" if spec.heldout_rows is not None else "")
+        )
     held_idx, train_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
     frames["train"] = df.iloc[train_idx].reset_index(drop=True)
     frames[heldout_name] = df.iloc[held_idx].reset_index(drop=True)
-    how = f"sha256(seed:example_id) order, seed={data.split_seed}, held-out fraction={data.heldout_fraction}"
+    how = f"sha256(seed:example_id) order, seed={data.split_seed}, {share}"
     record = {
         "train": {"from": source, "rows": len(train_idx), "method": how},
         heldout_name: {"from": source, "rows": len(held_idx), "method": how},
     }
     return frames, record
+
+
+DEV_SPLIT = "dev"
+
+
+def carve_dev_split(task: str, frames: dict[str, pd.DataFrame], fraction: float,
+                    seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Hold ``fraction`` of the (capped) train split out as the ``dev`` split, for choices of settings.
+
+    Rows are ordered by ``sha256(f"dev-{seed}:{example_id}")`` (a salt distinct from the cap's and the
+    held-out split's order) and the first ``max(1, floor(n * fraction))`` go to dev; train keeps the rest.
+    Dev comes out of train only, so it never meets a reported (validation/test) split.
+
+    Args:
+        task: task name (for messages).
+        frames: canonical splits; must hold ``train``.
+        fraction: share of train held out, 0 < fraction < 1.
+        seed: ``data.split_seed``.
+
+    Returns:
+        (frames with ``train`` reduced and ``dev`` added, the split record for both).
+
+    Raises:
+        DataError: no train split, a source split already called ``dev``, or too few rows to carve one.
+    """
+    if "train" not in frames:
+        raise DataError(f"task {task!r}: a dev split is carved from train, and the task has none ({sorted(frames)})")
+    if DEV_SPLIT in frames:
+        raise DataError(f"task {task!r}: the source already has a split named {DEV_SPLIT!r}; rename it")
+    train = frames["train"]
+    n_dev = max(1, int(math.floor(len(train) * fraction)))
+    if len(train) - n_dev < 1:
+        raise DataError(f"task {task!r}: train has {len(train)} row(s), too few to hold out a dev split")
+    order = np.argsort(np.asarray([hashlib.sha256(f"dev-{seed}:{i}".encode()).hexdigest()
+                                   for i in train["example_id"]]))
+    dev_idx, keep_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
+    out = dict(frames)
+    out["train"] = train.iloc[keep_idx].reset_index(drop=True)
+    out[DEV_SPLIT] = train.iloc[dev_idx].reset_index(drop=True)
+    how = f"sha256(dev-seed:example_id) order over the capped train split, seed={seed}, dev fraction={fraction}"
+    record = {"train": {"from": "train", "rows": len(keep_idx), "method": f"train minus dev; {how}"},
+              DEV_SPLIT: {"from": "train", "rows": n_dev, "method": how}}
+    return out, record
 
 
 def _cap_rows(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:

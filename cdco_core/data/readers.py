@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from cdco_core.errors import DataError
+from cdco_core.io import describe_bad_byte
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
@@ -39,7 +40,7 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         return pd.read_csv(path, sep=sep, encoding=encoding, keep_default_na=False, na_values=[""], dtype=str)
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path}: bytes at offset {e.start} are not valid {encoding}; "
+            f"{path}: {describe_bad_byte(path, e)} is not valid {encoding}; "
             f"set the task's 'encoding:' field (e.g. encoding: latin-1)"
         ) from None
     except (pd.errors.ParserError, ValueError, OSError) as e:
@@ -55,7 +56,13 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                    type(row), "a number")
+                raise DataError(f"{path} line {lineno}: a JSON object ({{\"column\": value, ...}}) expected, "
+                                f"got {kind}")
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -119,8 +119,8 @@ def split_features(model, tokenizer, task, split: str, *, model_digest: str, max
             with np.load(path, allow_pickle=False) as z:
                 mask = z["mask"] if z["mask"].size else None
                 return Features(z["x"], z["labels"], z["example_ids"], mask), True
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: recompute and overwrite
+        except Exception:  # noqa: BLE001 - any unreadable file (truncated, bad CRC, pickled objects) is a miss
+            pass  # recompute and overwrite
     feats = _split_features(model, tokenizer, task.splits[split], max_length=max_length, batch_size=batch_size,
                             task_id=task_id)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

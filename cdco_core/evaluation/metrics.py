@@ -7,6 +7,7 @@ Every score is in "higher is better" form.
 Formulas (N examples, K classes, C the confusion matrix with rows = truth, columns = prediction):
     accuracy  = (1/N) sum_i [y_i == p_i]
     macro-F1  = mean over classes k present in y or p of 2 C_kk / (sum_j C_kj + sum_j C_jk)
+    F1        = 2 C_11 / (sum_j C_1j + sum_j C_j1)   binary, label id 1 the positive class (GLUE's MRPC F1)
     MCC       = (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2))   (Gorodkin's R_K)
                 with c = trace(C), s = N, t_k = sum_j C_kj (true counts), p_k = sum_j C_jk (predicted counts)
     Pearson   = cov(y, p) / (sd(y) sd(p))
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cdco_core.data.spec import METRICS_BY_TYPE, TaskSpec
+from cdco_core.data.spec import METRICS_BY_TYPE, OPT_IN_METRICS, TaskSpec
 from cdco_core.errors import InputError
 
 
@@ -60,6 +61,20 @@ def macro_f1(y_true, y_pred) -> float:
     denom = c.sum(axis=1) + c.sum(axis=0)  # (K,) = 2TP + FP + FN
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     return float(f1.mean())
+
+
+def f1(y_true, y_pred) -> float:
+    """Binary F1 of the positive class (label id 1), as GLUE reports for MRPC; 0 when it is never true or predicted.
+
+    Raises:
+        ValueError: a label or prediction other than 0 and 1 (the metric is for two-class tasks).
+    """
+    y, p = _as_1d(y_true, y_pred)
+    if not (np.isin(y, (0, 1)).all() and np.isin(p, (0, 1)).all()):
+        raise ValueError("f1 is the binary F1 of label 1: labels and predictions must be 0 or 1 (use macro_f1)")
+    tp = float(np.sum((y == 1) & (p == 1)))
+    denom = float(np.sum(y == 1) + np.sum(p == 1))  # 2TP + FP + FN
+    return 2 * tp / denom if denom > 0 else 0.0
 
 
 def mcc(y_true, y_pred) -> float:
@@ -103,6 +118,7 @@ METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
     "mcc": mcc,
+    "f1": f1,
     "pearson": pearson,
     "spearman": spearman,
 }
@@ -131,7 +147,8 @@ def task_metric_names(spec: TaskSpec) -> list[str]:
     """
     main = spec.metric_name
     check_metric(spec.name, spec.type, main)
-    return [main] + [m for m in METRICS_BY_TYPE[spec.type] if m != main]
+    # opt-in metrics (binary f1) only as a task's main metric: they do not fit every task of the type
+    return [main] + [m for m in METRICS_BY_TYPE[spec.type] if m != main and m not in OPT_IN_METRICS]
 
 
 def score(task: str, task_type: str, metric: str, y_true, y_pred) -> float:

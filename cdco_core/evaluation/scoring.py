@@ -18,67 +18,11 @@ import numpy as np
 import pandas as pd
 
 from cdco_core.config import Config
-from cdco_core.errors import InputError
 from cdco_core.evaluation.features import split_features
 from cdco_core.evaluation.heads import HeadBudget, train_head
-from cdco_core.evaluation.metrics import score_task, task_metric_names
+from cdco_core.evaluation.metrics import score_task
 
 KINDS = ("ID", "OOD", "KI")
-
-
-# ----------------------------------------------------------------------------------------- inputs
-def select_tasks(all_tasks: list, names: list[str] | None) -> list:
-    """The tasks named (in that order), or all. Raises InputError for an unknown name, listing the known."""
-    if names is None:
-        return list(all_tasks)
-    known = {t.name: t for t in all_tasks}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise InputError(f"unknown task(s) {unknown}; configured tasks: {', '.join(sorted(known))}")
-    return [known[n] for n in names]
-
-
-def check_tasks(tasks: list) -> None:
-    """Refuse, before any training, tasks that cannot be scored.
-
-    Raises:
-        InputError: a metric that does not fit the type, or a missing train / eval split (names task and split).
-    """
-    if not tasks:
-        raise InputError("no tasks to evaluate")
-    for t in tasks:
-        task_metric_names(t.spec)  # raises MetricError for a metric that does not fit the type
-        if t.spec.kind not in KINDS:
-            raise InputError(f"task {t.name!r}: kind {t.spec.kind!r} is not one of {', '.join(KINDS)}")
-        for split in ("train", t.eval_split):
-            if split not in t.splits or len(t.splits[split]) == 0:
-                raise InputError(
-                    f"task {t.name!r}: split {split!r} is missing or empty; found splits: {sorted(t.splits)} "
-                    f"(the protocol needs 'train' and the eval split {t.eval_split!r})"
-                )
-
-
-def check_task_records(records: list, needs_eval: bool = True) -> None:
-    """:func:`check_tasks` on ``prepare`` records (their split row counts), before any data is loaded again.
-
-    Raises:
-        InputError: a metric that does not fit the type, or a missing/empty train or eval split.
-    """
-    from cdco_core.data.spec import TaskSpec
-
-    if not records:
-        raise InputError("no tasks to evaluate")
-    for r in records:
-        spec = TaskSpec.model_validate(r.outputs["spec"])
-        task_metric_names(spec)  # raises MetricError for a metric that does not fit the type
-        rows = {s: v["rows"] for s, v in r.outputs["splits"].items()}
-        eval_split = spec.eval_split or ("validation" if "validation" in rows else "test")
-        for split in ("train", eval_split) if needs_eval else ("train",):
-            if not rows.get(split):
-                raise InputError(
-                    f"task {spec.name!r}: split {split!r} is missing or empty; found splits: {sorted(rows)} "
-                    f"(the protocol needs 'train' and the eval split {eval_split!r})"
-                )
 
 
 # ---------------------------------------------------------------------------------------- scoring

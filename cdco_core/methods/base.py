@@ -62,6 +62,7 @@ class Method:
         adapter_type: lora | bottleneck | none; None = ``cfg.adapters.type``.
         full_finetune: train the encoder's own weights.
         per_task_adapters: one LoRA adapter set per training task.
+        extra_groups: parameter groups the method's model defines beyond the profile's adapter groups.
     """
 
     name: str = "base"
@@ -72,6 +73,7 @@ class Method:
     adapter_type: str | None = None
     full_finetune: bool = False
     per_task_adapters: bool = False
+    extra_groups: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------------------------------- config
     def configure(self, cfg: Config) -> Config:

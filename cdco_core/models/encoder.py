@@ -85,7 +85,7 @@ def weights_digest(folder: Path) -> str:
     if not files:
         raise ConfigError(f"model folder {folder} has no *.safetensors or *.bin weights")
     memo_path = cdco_home() / "cache" / "weights_digests.json"
-    memo: dict[str, str] = json.loads(memo_path.read_text()) if memo_path.exists() else {}
+    memo = _read_digest_memo(memo_path)
     parts = []
     changed = False
     for f in files:
@@ -98,6 +98,18 @@ def weights_digest(folder: Path) -> str:
     if changed:
         write_json(memo, memo_path)
     return sha256_json(parts)
+
+
+def _read_digest_memo(path: Path) -> dict[str, str]:
+    """The memo of file digests; anything unreadable, or an entry that is not a sha256, counts as absent."""
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, garbage, not UTF-8: a cache miss
+        return {}
+    if not isinstance(memo, dict):
+        return {}
+    return {k: v for k, v in memo.items() if isinstance(v, str) and len(v) == 64
+            and all(c in "0123456789abcdef" for c in v)}
 
 
 def model_identity(cfg: ModelConfig) -> ModelIdentity:

@@ -8,6 +8,7 @@ wrote it (the digest lives in the step's ``meta.json``).
 from __future__ import annotations
 
 import os
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -17,19 +18,56 @@ import numpy as np
 
 from cdco_core.errors import InputError
 from cdco_core.io import atomic_path, sha256_file
-from cdco_core.paths import cdco_home
 
 
-def use_numba_cache(home: Path | None = None) -> Path:
-    """Point numba's on-disk compilation cache at ``CDCO_HOME/cache/numba`` (unless the user set one).
+def numba_cache_dir() -> Path:
+    """``$NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/cdco/numba`` (``~/.cache/cdco/numba``).
+
+    Per user and per machine, outside ``CDCO_HOME``: compiled kernels do not depend on the data, so every home
+    shares them, and a data home shared with others never holds files that numba unpickles.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cdco" / "numba"
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a folder another user could write: owned by someone else, or group/world-writable.
+
+    Raises:
+        InputError: names the folder, its owner and mode, and the fix.
+    """
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise InputError(
+            f"numba cache folder {path} (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}) can be written by "
+            f"another user, and numba unpickles its files; make it yours and private (chmod 700), or set "
+            "NUMBA_CACHE_DIR to a private folder"
+        )
+
+
+def use_numba_cache() -> Path:
+    """Point numba's on-disk compilation cache at :func:`numba_cache_dir`, created private (0700).
 
     Must run before numba is first imported (umap and pynndescent import it): numba reads
     ``NUMBA_CACHE_DIR`` once. Functions compiled with ``cache=True`` (most of pynndescent, part of umap)
-    are then loaded from disk instead of recompiled in a new process.
+    are then loaded from disk instead of recompiled in a new process. Numba loads its index files with
+    pickle, so a folder another user can write is refused (:func:`check_private_dir`).
+
+    Raises:
+        InputError: the folder (or the ``cdco`` folder holding it) is not private to this user.
     """
-    path = Path(os.environ.get("NUMBA_CACHE_DIR") or (home or cdco_home()) / "cache" / "numba")
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(path))
+    path = numba_cache_dir()
+    default = not os.environ.get("NUMBA_CACHE_DIR")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"numba cache folder {path} cannot be created ({e.strerror or e}); set XDG_CACHE_HOME "
+                         "or NUMBA_CACHE_DIR to a private writable folder") from None
+    for folder in (path, path.parent) if default else (path,):  # ours: the folder and the cdco/ one above it
+        check_private_dir(folder)
+    os.environ["NUMBA_CACHE_DIR"] = str(path)
     return path
 
 

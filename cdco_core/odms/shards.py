@@ -64,6 +64,8 @@ def shard_status(path: Path, key: str) -> dict[str, Any] | None:
         meta = json.loads(side.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):  # valid JSON of another shape (a list, a number): not our sidecar
+        return None
     if meta.get("key") != key or path.stat().st_size != meta.get("bytes"):
         return None  # size check first: it catches truncation without reading the file
     if sha256_file(path) != meta.get("sha256"):

@@ -65,4 +65,5 @@ def execute(cfg: Config, node: Node, inputs: dict[str, Record],
     step = get_step(node.step)
     key = step.key(cfg, node, inputs)
     return run_cached(step.name, step.label(node), key,
-                      lambda out, scratch: step.compute(StepCall(cfg, node, inputs, key, out, scratch, on_step)))
+                      lambda out, scratch: step.compute(StepCall(cfg, node, inputs, key, out, scratch, on_step)),
+                      collective=step.collective)

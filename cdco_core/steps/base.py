@@ -37,6 +37,7 @@ class Step:
         compute: ``compute(call) -> outputs``: writes ``call.out``; returns small JSON.
         label: a readable name for folders and logs (e.g. ``imdb``, ``cdco-seed0-2-poincare``).
         modules: ``modules(cfg, node)``: modules whose import closure is the step's code (default: the step's own).
+        collective: under a distributed launcher every rank computes the step (DDP training).
     """
 
     name: str
@@ -44,6 +45,7 @@ class Step:
     compute: Callable[[StepCall], dict[str, Any]]
     label: Callable[[Node], str]
     modules: Callable[[Config, Node], tuple[str, ...]] | None = None
+    collective: bool = False  # under DDP every rank computes it (training); otherwise rank 0 alone
 
     def code(self, cfg: Config, node: Node) -> str:
         mods = self.modules(cfg, node) if self.modules else (self.compute.__module__,)

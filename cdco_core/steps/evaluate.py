@@ -32,13 +32,14 @@ def section(cfg: Config, node: Node) -> dict[str, Any]:
 
 def compute(call: StepCall) -> dict[str, Any]:
     from cdco_core.data import open_task
-    from cdco_core.evaluation.scoring import check_tasks, evaluate_model, finite
+    from cdco_core.data.checks import check_task_set
+    from cdco_core.evaluation.scoring import evaluate_model, finite
     from cdco_core.steps.train import load_trained
 
     cfg, node = call.cfg, call.node
     final = call.inputs[node.inputs[0]]
     tasks = [open_task(r) for i, r in call.inputs.items() if i.startswith("prepare[")]
-    check_tasks(tasks)
+    check_task_set(tasks)
     id_tasks = [t for t in tasks if t.spec.kind == "ID"]
     model, tokenizer = load_trained(cfg, node.method, node.params["seed"], final, id_tasks)
     res = evaluate_model(model, tokenizer, tasks, cfg, node.params["seed"], final.digest)

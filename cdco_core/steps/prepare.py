@@ -26,7 +26,7 @@ def prepare(cfg: Config, task: str) -> Record:
         raise InputError(f"unknown task {task!r}; configured: {', '.join(sorted(specs))}")
     t = load_task(specs[task], cfg.data)
     outputs = {"name": t.name, "kind": t.spec.kind, "type": t.spec.type, "spec": t.spec.model_dump(mode="json"),
-               "label_names": t.label_names, "split_record": t.split_record,
+               "label_names": t.label_names, "split_record": t.split_record, "dropped": t.dropped,
                "splits": {s: {"rows": len(df), "digest": t.digests[s]} for s, df in t.splits.items()}}
     return Record(step="prepare", label=t.name, key=t.digest, dir=str(t.path), outputs=outputs,
                   files={f"{s}.parquet": d for s, d in t.digests.items()}, digest=t.digest, cached=False)

@@ -137,8 +137,9 @@ def compute(call: StepCall) -> dict[str, Any]:
     save_file(model.trainable_state_dict(), str(call.out / "weights.safetensors"))
     summary = {"steps": stage.steps, "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"],
                "mean_loss_last_20pct": sum(r["loss"] for r in tail) / len(tail),
-               "trainable_parameters": result["trainable_parameters"], "resumed_from": result["resumed_from"],
-               "seconds": result["seconds"]}
+               "trainable_parameters": result["trainable_parameters"]}
+    timings = {"resumed_from": result["resumed_from"], "seconds": result["seconds"]}  # how it ran, not what
+    write_json(timings, call.out / "timings.json")
     meta = {"method": node.method, "seed": seed, "stage": stage.model_dump(mode="json"), "index": i,
             "metrics": metrics, "train": summary, "history": hist,
             "negatives": negatives[0].digest if bank is not None else None,
@@ -147,7 +148,7 @@ def compute(call: StepCall) -> dict[str, Any]:
             "sampler_report": sampler.report() if hasattr(sampler, "report") else None}
     write_json(meta, call.out / "meta.json")
     return {"method": node.method, "seed": seed, "stage": stage.name, "index": i, "metrics": metrics,
-            "train": summary, "weights_sha256": meta["weights_sha256"]}
+            "train": {**summary, **timings}, "weights_sha256": meta["weights_sha256"]}
 
 
 def load_trained(cfg: Config, method_name: str, seed: int, final: Record, tasks: list[Any]) -> tuple[Any, Any]:
@@ -165,4 +166,4 @@ def load_trained(cfg: Config, method_name: str, seed: int, final: Record, tasks:
 
 STEP = Step("train", section, compute,
             label=lambda node: f"{node.method}-seed{node.params['seed']}-{node.params['stage']}",
-            modules=lambda cfg, node: ("cdco_core.steps.train", method_module(node.method)))
+            modules=lambda cfg, node: ("cdco_core.steps.train", method_module(node.method)), collective=True)

@@ -2,6 +2,11 @@
 
 Runs (or resumes) every stage and prints the result as JSON. Re-running after an interruption (even
 ``kill -9``) resumes each unfinished stage from its latest checkpoint.
+
+Data parallel (see :mod:`cdco_core.training.distributed`): the same command under a launcher, e.g.
+
+    torchrun --nproc-per-node 2 -m cdco_core.training --profile smoke                  # CPU, gloo
+    accelerate launch --multi_gpu --num_processes 4 -m cdco_core.training --profile demo  # GPUs, NCCL
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     from cdco_core.plan import build_plan
     from cdco_core.profile import load_profile
     from cdco_core.runner import run_plan
+    from cdco_core.training import distributed
 
+    d = distributed.setup()  # before any model is built: on GPUs it picks this rank's device
     try:
         cfg = load_profile(args.profile, args.sets)
+        distributed.check_batch(cfg.train.batch_size, d)
         method = args.method or cfg.eval.methods[0]
         plan = build_plan(cfg, [method], [cfg.seed if args.seed is None else args.seed])
         targets = [n.id for n in plan.of_step("train")]
@@ -33,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({t: records[t].as_dict() for t in targets}, indent=2, default=str))
+    if d.main:
+        print(json.dumps({t: records[t].as_dict() for t in targets}, indent=2, default=str))
     return 0
 
 

@@ -9,8 +9,12 @@ new one, never a torn one. It holds:
     state.safetensors     torch RNG state, the negative bank's embeddings
     state.json            step, scheduler, python and numpy RNG states, batch source (sampler, streams,
                           generator), bank ids, loss history
+    manifest.json         sha256 and size of each file above, written last
 
-Older checkpoints are removed after a newer one is complete.
+The newest two checkpoints are kept (older ones are removed once a newer one is complete), so that a
+damaged newest one can fall back to its predecessor. :func:`latest_checkpoint` verifies the manifest: a
+checkpoint whose files differ from it (flipped bytes, truncation, a missing or garbage manifest) is
+deleted with a ``RuntimeWarning`` and the next older valid one is used, or none (the stage restarts).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from cdco_core.io import atomic_dir
+from cdco_core.io import atomic_dir, sha256_file
 
 PREFIX = "ckpt-"
+MANIFEST = "manifest.json"
+FILES = ("weights.safetensors", "optimizer.pt", "state.safetensors", "state.json")
+KEEP = 2  # checkpoints kept: the newest, and one to fall back to if the newest turns out damaged
 
 
 def python_rng_state() -> list:
@@ -67,16 +75,51 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: torch.optim.Op
         state = {"step": step, "scheduler": scheduler.state_dict(), "python_rng": python_rng_state(),
                  "numpy_rng": numpy_rng_state(), "source": source.state_dict(), "bank": bank_meta, **extra}
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    for old in Path(root).glob(f"{PREFIX}*"):
-        if old != target and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+        files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in FILES}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files}), encoding="utf-8")
+    older = sorted(p for p in Path(root).glob(f"{PREFIX}*") if p.is_dir() and p.name < target.name)
+    for old in older[: max(0, len(older) - (KEEP - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file of the checkpoint matches its manifest, else what is wrong (one line)."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no manifest (written by an older version, or incomplete)"
+    except (OSError, ValueError) as e:
+        return f"manifest unreadable ({e})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or set(files) != set(FILES):
+        return f"manifest does not list the files {list(FILES)}"
+    for name in FILES:
+        entry, f = files[name], path / name
+        if not isinstance(entry, dict) or not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != entry.get("bytes"):  # size first: catches truncation without hashing
+            return f"{name} has {f.stat().st_size} bytes, manifest says {entry.get('bytes')} (sha256 not checked)"
+        if sha256_file(f) != entry.get("sha256"):
+            return f"{name} sha256 differs from the manifest"
+    return None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
-    """The complete checkpoint with the highest step under ``root``, or None."""
-    found = sorted(p for p in Path(root).glob(f"{PREFIX}*") if (p / "state.json").exists())
-    return found[-1] if found else None
+    """The newest checkpoint under ``root`` whose files match their manifest, or None.
+
+    Damaged checkpoints met on the way (newest first) are deleted with a ``RuntimeWarning`` naming the file.
+    """
+    found = sorted((p for p in Path(root).glob(f"{PREFIX}*") if p.is_dir()), reverse=True)
+    for ckpt in found:
+        problem = verify_checkpoint(ckpt)
+        if problem is None:
+            return ckpt
+        warnings.warn(f"checkpoint {ckpt} is damaged: {problem}; discarded, resuming from an older one "
+                      "or the stage start", RuntimeWarning, stacklevel=2)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,

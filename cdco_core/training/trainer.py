@@ -12,6 +12,10 @@ Per step::
 The bank is re-encoded at steps 0, R, 2R, ... of the stage (R = train.negative_refresh_every). A checkpoint is
 written every ``train.checkpoint_every`` steps; a stage started again resumes from its latest checkpoint and,
 on CPU with the same seed, ends bit-identical to a run that was never interrupted.
+
+Under a distributed launcher (``torchrun``, ``accelerate launch --multi_gpu``) the stage trains with DDP: every
+rank draws the full batch and trains on its share, rank 0 encodes the bank and writes the checkpoints (see
+:mod:`cdco_core.training.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 
 from cdco_core.errors import ConfigError
 from cdco_core.methods.base import LOSS_KEYS, StepContext
+from cdco_core.training import distributed
 from cdco_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 CONTRASTIVE = ("euclidean", "poincare")
@@ -94,6 +99,7 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
         FloatingPointError: the loss became NaN or infinite.
     """
     cfg, stage = inp.cfg, inp.stage
+    distributed.check_batch(cfg.train.batch_size, distributed.setup())
     names = model.set_trainable(list(stage.groups), stage.train_heads)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -130,16 +136,21 @@ def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch
     refresh_every = cfg.train.negative_refresh_every
     ctx = StepContext(cfg=cfg, stage_index=inp.stage_index, step=start, global_step=inp.global_offset + start,
                       task_types=inp.task_types)
+    d = distributed.current()
+    ddp_step = distributed.wrap(model, inp.method, stage, ctx) if d.active else None
     for step in range(start, stage.steps):
         if use_bank and step % refresh_every == 0:
             plan = source.plan(min(refresh_every, stage.steps - step))
-            bank.refresh(model, [i for b in plan for i in b] if plan is not None else None)
+            distributed.refresh_bank(bank, model, [i for b in plan for i in b] if plan is not None else None, d)
         batch = source.next_batch(model)
         record: dict[str, Any] = {"step": step, "batch_task": batch.tasks[0] if len(set(batch.tasks)) == 1 else "mixed"}
         if use_bank:
             batch.negatives, record["coverage"] = bank.lookup(batch.example_ids, inp.global_offset + step)
         ctx.step, ctx.global_step = step, inp.global_offset + step
-        terms = inp.method.loss_terms(model, batch, stage, ctx)
+        if ddp_step is not None:  # this rank's rows; DDP averages the gradients over the ranks in backward()
+            terms = ddp_step(distributed.shard(batch, d))
+        else:
+            terms = inp.method.loss_terms(model, batch, stage, ctx)
         loss = weighted_loss(terms, stage)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"stage {stage.name!r} step {step}: loss is {loss.item()} ({terms})")
@@ -147,13 +158,16 @@ def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
-        record.update({"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                       **{k: v.item() for k, v in terms.items()}})
+        values = distributed.mean_values({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}, d)
+        record.update({"loss": values["loss"], "lr": scheduler.get_last_lr()[0],
+                       **{k: values[k] for k in terms}})
         scheduler.step()
         history.append(record)
         done = step + 1
         if done % cfg.train.checkpoint_every == 0 and done < stage.steps:
-            save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank, {"history": history})
+            if d.main:  # the ranks' states are equal; one writer, the others wait until it is complete
+                save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank, {"history": history})
+            distributed.barrier()
         if on_step is not None:
             on_step({"stage": stage.name, "stage_index": inp.stage_index, "step": done,
                      "global_step": inp.global_offset + done, "loss": record["loss"]})

@@ -39,10 +39,10 @@ def _check_one_csv_task(tmp_path: Path, name: str, csv: str) -> subprocess.Compl
 
 
 def test_data_check_prints_rows_labels_digests(tmp_path):
-    out = _check_one_csv_task(tmp_path, "mine", "review,rating\ngood,pos\nbad,neg\n")
+    out = _check_one_csv_task(tmp_path, "mine", "review,rating\ngood,pos\nbad,neg\nfine,pos\nawful,neg\nok,pos\n")
     assert out.returncode == 0, out.stderr
     assert "mine  kind=ID" in out.stdout
-    assert "train       rows=1" in out.stdout and "validation  rows=1" in out.stdout and "digest=" in out.stdout
+    assert "train       rows=4" in out.stdout and "validation  rows=1" in out.stdout and "digest=" in out.stdout
 
 
 @pytest.mark.parametrize(

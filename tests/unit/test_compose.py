@@ -6,10 +6,13 @@ There is no Docker engine here, so the stack is never started in tests; these ch
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from cli import team
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,11 +32,14 @@ def _flag(command: list[str], name: str) -> str:
 
 def test_services_and_health(compose) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "prefect-server", "mlflow", "worker"}
-    for name in ("postgres", "prefect-server", "mlflow"):
+    assert set(services) == {"postgres", "prefect-server", "mlflow", "dask-scheduler", "dask-worker", "worker"}
+    for name in ("postgres", "prefect-server", "mlflow", "dask-scheduler"):
         assert services[name]["healthcheck"]["test"], name
     assert services["worker"]["depends_on"] == {"prefect-server": {"condition": "service_healthy"},
-                                                "mlflow": {"condition": "service_healthy"}}
+                                                "mlflow": {"condition": "service_healthy"},
+                                                "dask-scheduler": {"condition": "service_healthy"}}
+    assert services["dask-worker"]["depends_on"] == {"dask-scheduler": {"condition": "service_healthy"}}
+    assert services["dask-worker"]["deploy"]["replicas"] == 2  # as the native stack's --dask-workers default
     for name in ("prefect-server", "mlflow"):
         assert services[name]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["worker"]["build"] == "." and (ROOT / "Dockerfile").exists()
@@ -73,7 +79,7 @@ def test_worker_environment_points_at_the_services(compose) -> None:
     cmd = " ".join(s["worker"]["command"])
     pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
     assert f"python -m flows.deployments register --profile $${{CDCO_PROFILE}} --work-pool {pool}" in cmd
-    assert f"prefect worker start --pool {pool} --type process" in cmd
+    assert f"prefect worker start --pool {pool} --type process --limit 1" in cmd
     assert env["CDCO_HOME"] in [v.split(":")[1] for v in s["worker"]["volumes"]]
 
 
@@ -104,6 +110,50 @@ def test_prefect_yaml_matches_the_code() -> None:
 def test_dockerfile_installs_cpu_torch_and_the_project() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert 'download.pytorch.org/whl/cpu "torch==2.13.0"' in text
-    assert "pip install -e ." in text and "psycopg2" in text  # MLflow's Postgres store needs the driver
+    assert "pip install -e ." in text
+    # the Postgres drivers come with the project: psycopg2 (MLflow's store), asyncpg (the Prefect server)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert {d.split(">")[0] for d in deps} >= {"psycopg2-binary", "asyncpg"}
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".venv/", ".cdco/", ".git/"} <= set(ignored)
+
+
+def _native_table(compose: dict) -> dict:
+    """The native launcher's table (cli/team.py) rendered with the compose file's hosts, ports and paths."""
+    from cli import team
+
+    mlflow_cmd = compose["services"]["mlflow"]["command"]
+    return team.service_commands(
+        host="0.0.0.0", ports={"prefect": 4200, "mlflow": 5000, "dask": 8786},
+        db_server="postgresql://cdco:${CDCO_DB_PASSWORD:-cdco}@postgres:5432", artifacts="/mlartifacts",
+        api_host="compose", profile="$${CDCO_PROFILE}", home="/data/cdco",
+        mlflow_allowed_hosts=_flag(mlflow_cmd, "--allowed-hosts"),  # who may call differs: compose adds "mlflow"
+        dask_address="tcp://dask-scheduler:8786")
+
+
+def test_compose_services_run_the_native_launchers_commands(compose) -> None:
+    """Same commands and environment as `make serve STACK=team`, host names and ports aside."""
+    s, native = compose["services"], _native_table(compose)
+    for service in ("prefect-server", "mlflow", "dask-scheduler", "dask-worker"):
+        argv, env = native[service]
+        assert s[service]["command"] == argv, service
+        got = {k: v.replace("${CDCO_PREFECT_PORT:-4200}", "4200") for k, v in _env(s[service]).items()}
+        assert got == env, service
+    register, register_env = native["register"]
+    worker, worker_env = native["worker"]
+    assert s["worker"]["command"][:2] == ["sh", "-c"]
+    assert " ".join(s["worker"]["command"][2].split()) == f"{' '.join(register)} && exec {' '.join(worker)}"
+    env = _env(s["worker"])
+    assert env.pop("CDCO_PROFILE") == "${CDCO_PROFILE:-demo}" and worker_env.pop("CDCO_PROFILE")
+    assert env == worker_env
+    assert register_env.items() <= {**env, "PREFECT_API_URL": env["PREFECT_API_URL"]}.items()  # same container
+    init = compose["configs"]["postgres-init"]["content"]
+    assert set(team.DATABASES) == set(re.findall(r"CREATE DATABASE (\w+);", init))
+    assert compose["x-db"]["POSTGRES_USER"] == team.DB_USER
+
+
+def test_native_launcher_runs_the_console_scripts_as_modules() -> None:
+    import sys
+
+    assert team.native_argv(["prefect", "worker", "start"]) == [sys.executable, "-m", "prefect", "worker", "start"]
+    assert team.native_argv(["python", "-m", "flows.deployments"]) == [sys.executable, "-m", "flows.deployments"]

@@ -77,3 +77,27 @@ def test_start_refuses_when_already_running(tmp_path) -> None:
     while serve.running(rec) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not serve.running(rec)
+
+
+def test_stop_also_ends_children_that_left_the_group_and_runs_backwards(tmp_path) -> None:
+    """A Prefect process worker starts each flow run in a session of its own: stop must end those too."""
+    marker = tmp_path / "child.pid"
+    spawner = [sys.executable, "-c",
+               "import subprocess, sys, time; "
+               "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+               f"open({str(marker)!r}, 'w').write(str(c.pid)); time.sleep(120)"]
+    scratch = tmp_path / "cluster"
+    scratch.mkdir()
+    first = serve.launch("postgres", SLEEPER, {}, tmp_path, None, extra={"remove_after_stop": str(scratch)})
+    worker = serve.launch("cdco-worker-1", spawner, {}, tmp_path, None)
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(marker.read_text())
+    assert serve._pgid(child) == child != worker["pid"]
+    assert list(serve.stop(tmp_path)) == ["cdco-worker-1", "postgres"]  # reverse start order
+    deadline = time.monotonic() + 10
+    while serve._stat(child) not in (None,) and serve._stat(child)[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serve._stat(child) is None or serve._stat(child)[0] == "Z"
+    assert not serve.running(first) and not scratch.exists()

@@ -24,5 +24,6 @@ for _kind, _text in {
     "lora_single": "one LoRA adapter set per task (the largest task's for OOD/KI)",
     "frozen": "frozen encoder, task heads only",
     "full_ft": "full fine-tuning of every encoder weight, task loss",
+    "top_half_ft": "upper half of the encoder fine-tuned, task loss, no conditioning (CA-MTL's capacity)",
 }.items():
     register_method(_kind, partial(build_baseline, _kind), description=_text)

@@ -5,7 +5,10 @@
 - schedule: the base one (a single task-loss stage on ``all`` with the profile's total step budget), so CA-MTL
   takes as many steps as every baseline.
 - sampler: ``uncertainty`` (:mod:`cdco_core.samplers.uncertainty`), the paper's multi-task uncertainty sampling.
-- loss: the task loss of the kept rows, with each row's task embedding conditioning the encoder.
+- loss: as the reference code computes it: each task's mean loss over its kept rows, then the unweighted mean over
+  the tasks present in the batch (``torch.stack(loss_list).mean()`` in its ``CaMtl.forward``), not the shared
+  row-weighted mean, so a task the sampler keeps few rows of still weighs 1/T. Each row's task embedding conditions
+  the encoder.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ class CaMtlMethod(Method):
     def loss_terms(
         self, model: CaMtlModel, batch: Batch, stage: StageConfig, ctx: StepContext
     ) -> dict[str, torch.Tensor]:
-        """The base task loss on the kept rows, with their padding trimmed first.
+        """``{"task": mean of the per-task losses}`` on the kept rows (:func:`mean_task_loss`), padding trimmed.
 
         The kept rows come out of the T·b candidates padded to the longest candidate; cutting the columns no kept
         row uses changes no real token's output (the encoder is padding-invariant) and saves their compute.
         """
-        return super().loss_terms(model, trim_padding(batch), stage, ctx)
+        batch = trim_padding(batch)
+        pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
+        return {"task": mean_task_loss(model, batch, pooled)}
 
     def build_model(self, cfg: Config, tasks: list[TaskData]) -> tuple[CaMtlModel, Any]:
         """(CaMtlModel with everything frozen until the trainer's ``set_trainable``, tokenizer).
@@ -86,6 +91,34 @@ class CaMtlMethod(Method):
         )
         model.set_trainable([], train_heads=False)
         return model, tokenizer
+
+
+def mean_task_loss(model: CaMtlModel, batch: Batch, pooled: torch.Tensor) -> torch.Tensor:
+    """The reference's multi-task loss: the unweighted mean of the per-task mean losses of the batch.
+
+        L = (1/T_b) Σ_{t ∈ batch} L_t,   L_t = (1/R_t) Σ_{i ∈ t} ℓ(f_t(x_i), y_i)
+
+    with T_b the tasks present and R_t task t's rows (the shared trainer's loss weighs L_t by R_t / B instead).
+
+    Args:
+        model: the multi-task model (its heads give each task's logits).
+        batch: the kept rows, any mix of tasks.
+        pooled: the batch's encoding, (B, H) or (B*C, H) for multiple choice.
+
+    Returns:
+        A scalar tensor.
+    """
+    import torch
+
+    from cdco_core.losses import task_loss
+
+    losses = []
+    for task, (rows, logits) in model.batch_logits(batch, pooled).items():
+        kind = model.head_specs[task].type
+        labels = batch.labels[rows] if kind == "regression" else batch.labels[rows].long()
+        mask = batch.choice_mask[rows] if batch.choice_mask is not None else None
+        losses.append(task_loss(kind, logits, labels, choice_mask=mask))
+    return torch.stack(losses).mean()
 
 
 def trim_padding(batch: Batch) -> Batch:

@@ -108,7 +108,7 @@ def test_nan_text_in_parquet(tmp_path):
 
 def test_undecodable_bytes_suggest_encoding(good_files):
     _write(good_files, "train.csv", "review,rating\ncaf\u00e9 cr\u00e8me,pos\nbad,neg\n", encoding="latin-1")
-    hint = r"train\.csv: bytes at offset \d+ are not valid utf-8; set the task's 'encoding:'"
+    hint = r"train\.csv: byte 0xe9 at offset 17 \(line 2\) is not valid utf-8; set the task's 'encoding:'"
     with pytest.raises(DataError, match=hint):
         load_task(_spec(good_files), DataConfig())
     task = load_task(_spec(good_files, encoding="latin-1"), DataConfig())

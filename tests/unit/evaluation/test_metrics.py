@@ -96,3 +96,18 @@ def test_task_metric_names_main_first():
                                    metric="pearson", files=None)
     with pytest.raises(MetricError, match="task 'cola': metric 'pearson' does not fit type 'classification'"):
         M.task_metric_names(bad)
+
+
+def test_binary_f1_by_hand_and_only_for_tasks_that_choose_it():
+    from cdco_core.config import TaskSpec
+    from cdco_core.evaluation.metrics import f1, score_task
+
+    # TP = 2 (rows 0, 4), true positives 3, predicted positives 3: F1 = 2*2 / (3 + 3)
+    assert f1([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(4 / 6)
+    assert f1([0, 0], [0, 0]) == 0.0
+    with pytest.raises(ValueError, match="binary F1 of label 1"):
+        f1([0, 2], [0, 1])
+    mrpc = TaskSpec(name="mrpc", kind="ID", type="pair_classification", source="mirror:mrpc", metric="f1")
+    assert list(score_task(mrpc, [1, 0], [1, 1])) == ["f1", "accuracy", "macro_f1", "mcc"]
+    rte = TaskSpec(name="rte", kind="ID", type="pair_classification", source="mirror:rte")
+    assert "f1" not in score_task(rte, [1, 0], [1, 1])  # opt-in: not reported for every two-class task

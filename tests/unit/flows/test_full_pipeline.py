@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.full_pipeline import PipelineParams, task_runner
+from flows.full_pipeline import PipelineParams
+from flows.runners import task_runner
 
 
 def test_params_accept_a_profile_and_overrides() -> None:

@@ -424,3 +424,34 @@ def test_kept_rows_lose_their_padding_and_the_loss_does_not_change(ca_model, smo
         pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
         untrimmed = torch.nn.functional.cross_entropy(model.batch_logits(batch, pooled)["sent"][1], batch.labels)
     assert ours.item() == pytest.approx(untrimmed.item(), abs=1e-5)
+
+
+def test_loss_is_the_mean_of_per_task_losses_on_a_mixed_batch(ca_model, smoke_cfg):
+    """The reference's torch.stack(loss_list).mean(): 3 rows of one task and 1 of another weigh 1/2 each."""
+    from cdco_core.config import StageConfig
+    from cdco_core.methods import get_method
+    from cdco_core.methods.base import StepContext, batch_task_loss
+    from cdco_core.training.batches import Batch
+
+    model, tok = ca_model
+    _perturb(model.encoder)
+    model.eval()  # no dropout: the same logits in every pass
+    sent = _batch(tok, "sent", ["a fine film", "dull and slow", "not bad at all"], 0)
+    sent.labels = torch.tensor([0, 1, 1])
+    score = _batch(tok, "score", ["close enough"], 2)
+    score.labels = torch.tensor([3.0])
+    mixed = Batch.concat([sent, score], pad_token_id=tok.pad_token_id)
+    assert mixed.tasks == ["sent", "sent", "sent", "score"]
+    method = get_method("ca_mtl")
+    stage = StageConfig(name="t", groups=["all"], losses={"task": 1.0}, steps=1, lr=1e-3)
+    ctx = StepContext(cfg=smoke_cfg, stage_index=0, step=0, global_step=0,
+                      task_types={"sent": "classification", "score": "regression"})
+    with torch.no_grad():
+        ours = method.loss_terms(model, mixed, stage, ctx)["task"]
+        pooled = model.encode(mixed.input_ids, mixed.attention_mask, mixed.token_type_ids, mixed.task_ids)
+        by_hand_ce = torch.nn.functional.cross_entropy(model.head_logits("sent", pooled[:3]), torch.tensor([0, 1, 1]))
+        by_hand_mse = (model.head_logits("score", pooled[3:])[:, 0] - 3.0).pow(2).mean()
+        row_weighted = batch_task_loss(model, mixed, pooled)
+    assert ours.item() == pytest.approx(((by_hand_ce + by_hand_mse) / 2).item(), abs=1e-5)
+    assert row_weighted.item() == pytest.approx((0.75 * by_hand_ce + 0.25 * by_hand_mse).item(), abs=1e-5)
+    assert abs(ours.item() - row_weighted.item()) > 1e-3  # the two weightings differ on this batch

@@ -59,7 +59,7 @@ def test_stages_validate(name, smoke):
     method = get_method(name, cfg)
     stages = method.stages(method.configure(cfg))
     assert stages and all(isinstance(s, StageConfig) for s in stages)
-    check_stage_groups(stages, adapter_group_names(cfg))
+    check_stage_groups(stages, adapter_group_names(cfg) | set(method.extra_groups))
 
 
 @pytest.mark.parametrize("name", METHODS.names())

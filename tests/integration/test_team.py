@@ -1,0 +1,203 @@
+"""The team stack, for real (cli/team.py): PostgreSQL started as its own process, the Prefect server and MLflow
+server on it, a Dask scheduler with two ``dask worker`` processes, the deployments in the ``cdco-process`` work pool
+and two ``prefect worker`` processes. One stack per test session (``team_stack``), stopped by PID at the end.
+
+Two runs of the session's test profile submitted at once are executed by the two workers, fan out on the external
+Dask cluster, and land in the one MLflow store; a database that does not answer and wrong credentials stop
+``serve start`` with one message and exit code 2.
+
+The workers share ``CDCO_HOME`` with the session's local stack (conftest.py), as a team's workers share a volume:
+after test_pipeline.py the steps are cache hits, and what is under test here is who runs them, not the training.
+Run alone, this file computes everything (minutes).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+@pytest.fixture(scope="session")
+def team_stack(tmp_path_factory, stack) -> Iterator[dict[str, Any]]:
+    """{"home" (CDCO_HOME, the local stack's), "state", "profile", "urls", "pids", "server"} of a running team stack
+    on free loopback ports."""
+    from cli import serve, team
+
+    state = tmp_path_factory.mktemp("team") / "home"
+    ports = {name: free_port() for name in ("postgres", "prefect", "mlflow", "dask")}
+    t0 = time.monotonic()
+    info = team.start_team(stack["profile"], home=state, data_home=stack["home"], ports=ports, workers=2,
+                           dask_workers=2, timeout=420)
+    print(f"team stack up in {time.monotonic() - t0:.0f} s")
+    try:
+        yield {**info, "home": stack["home"], "state": state, "profile": stack["profile"], "ports": ports,
+               "server": team.server_url("127.0.0.1", ports["postgres"])}
+    finally:
+        serve.stop(state)
+
+
+@pytest.fixture
+def on_team(team_stack, monkeypatch, tmp_path) -> Iterator[dict[str, Any]]:
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    monkeypatch.setenv("CDCO_HOME", str(team_stack["home"]))
+    monkeypatch.setenv("PREFECT_API_URL", team_stack["urls"]["prefect_api"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_stack["urls"]["mlflow"])
+    with temporary_settings(updates={PREFECT_API_URL: team_stack["urls"]["prefect_api"],
+                                     PREFECT_HOME: str(tmp_path / "prefect-client")}):
+        yield team_stack
+
+
+def _submitted_by(state_dir: Path) -> dict[str, str]:
+    """{flow run id: worker name} from the workers' logs ("Worker 'cdco-worker-1' submitting flow run '<id>'")."""
+    out = {}
+    for log in state_dir.glob("cdco-worker-*.log"):
+        for name, run_id in re.findall(r"Worker '([\w-]+)' submitting flow run '([0-9a-f-]+)'", log.read_text()):
+            out[run_id] = name
+    return out
+
+
+def test_stack_runs_on_postgres_as_separate_processes(on_team) -> None:
+    import datetime
+
+    import psycopg2
+    from prefect import get_client
+    from prefect.automations import Automation
+
+    from cli import serve
+    from cdco_core.config import PROJECT_ROOT
+    from flows.deployments import CRASH_AUTOMATION
+
+    team_stack = on_team
+    with get_client(sync_client=True) as pc:  # workers run the flows in the project folder, not a copy
+        deployment = pc.read_deployment_by_name("cdco/full-pipeline")
+    assert deployment.work_pool_name == "cdco-process"
+    assert deployment.entrypoint == "flows.full_pipeline.cdco"  # importable by the Dask scheduler and workers
+    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                                      {"directory": str(PROJECT_ROOT)}}]
+    # runs whose worker died are marked Crashed after 3 missed 30 s heartbeats
+    assert Automation.read(name=CRASH_AUTOMATION).trigger.within == datetime.timedelta(seconds=90)
+
+    records = serve.read_records(team_stack["state"])
+    assert list(records) == ["postgres", "prefect-server", "mlflow", "dask-scheduler", "dask-worker-1",
+                             "dask-worker-2", "cdco-worker-1", "cdco-worker-2"]
+    assert all(serve.running(r) for r in records.values())
+    assert len({r["pid"] for r in records.values()}) == len(records)
+    conn = psycopg2.connect(team_stack["server"] + "/prefect", connect_timeout=10)
+    try:
+        with conn.cursor() as cur:  # both services keep their state in PostgreSQL
+            cur.execute("SELECT count(*) FROM work_pool WHERE name = 'cdco-process'")
+            assert cur.fetchone() == (1,)
+            cur.execute("SELECT datname FROM pg_database")
+            assert {"prefect", "mlflow"} <= {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_two_runs_at_once_two_workers_dask_and_one_mlflow_store(on_team) -> None:
+    import mlflow
+    from distributed import Client, get_task_stream
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    address = on_team["urls"]["dask"]
+    overrides = ["orchestration.task_runner=dask", f"orchestration.dask_address={address}",
+                 "orchestration.experiment=cdco-team"]
+    t0 = time.monotonic()
+    with Client(address, timeout=60) as dask, get_task_stream(dask) as stream:
+        workers = dask.scheduler_info(n_workers=-1)["workers"]
+        params = {"profile": on_team["profile"], "overrides": overrides}
+        submitted = [run_deployment("cdco/full-pipeline", parameters=params, timeout=0) for _ in range(2)]
+        with get_client(sync_client=True) as pc:
+            deadline = time.monotonic() + 1200  # a hang guard, not a speed target
+            while True:
+                runs = [pc.read_flow_run(r.id) for r in submitted]
+                if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+    print(f"two flow runs on the team stack: {time.monotonic() - t0:.0f} s")
+    assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED"], [r.state for r in runs]
+
+    by = _submitted_by(Path(on_team["state_dir"]))
+    assert sorted(by[str(r.id)] for r in runs) == ["cdco-worker-1", "cdco-worker-2"]  # one run each
+
+    # the fan-out steps ran in the dask worker processes (names, not the flow's process)
+    names = {addr: w["name"] for addr, w in workers.items()}
+    ran = [(t["key"], names.get(t["worker"])) for t in stream.data]
+    embeds = [w for k, w in ran if "embed_dataset" in str(k)]
+    evals = [w for k, w in ran if "evaluate" in str(k)]
+    print("dask tasks per worker:", {n: sum(1 for _, w in ran if w == n) for n in names.values()})
+    assert embeds and evals, ran
+    assert set(embeds) | set(evals) <= {"dask-worker-1", "dask-worker-2"}
+
+    mlflow.set_tracking_uri(on_team["urls"]["mlflow"])
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("cdco-team")
+    parents = {r.data.tags["prefect.flow_run_id"]: r for r in client.search_runs(
+        [exp.experiment_id], "tags.`prefect.flow_run_id` != ''")}
+    assert {str(r.id) for r in runs} <= set(parents)
+    for r in runs:  # each run's own children, its artifacts uploaded through the server
+        parent = parents[str(r.id)]
+        assert parent.info.status == "FINISHED"
+        assert client.download_artifacts(parent.info.run_id, "config/resolved.yaml").endswith("resolved.yaml")
+    assert not (Path(on_team["home"]) / "mlruns").exists()
+    assert list((Path(on_team["state"]) / "mlartifacts").iterdir())  # the server's artifact root
+
+
+@pytest.mark.parametrize("case", ["no-answer", "wrong-password"])
+def test_bad_database_url_one_message_exit_2(team_stack, case, capsys, tmp_path, monkeypatch) -> None:
+    from cli import serve
+
+    monkeypatch.setenv("CDCO_HOME", str(tmp_path / "home"))
+    if case == "no-answer":
+        url, expect = f"postgresql://cdco:cdco@127.0.0.1:{free_port()}", r"does not answer"
+    else:
+        url, expect = f"postgresql://cdco:wrong-pw@127.0.0.1:{team_stack['ports']['postgres']}", r"refused user 'cdco'"
+    assert serve.main(["start", "--stack", "team", "--profile", "smoke", "--db-url", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.match(rf"^error: the PostgreSQL server at 127\.0\.0\.1:\d+ {expect}", err), err
+    assert "wrong-pw" not in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / "home").glob("serve/*.pid"))  # nothing was started
+
+
+def _first_attempt_hangs(marker_dir: str) -> int:
+    """Record this worker process's pid; the first attempt then hangs (the test kills its worker), a retry returns."""
+    import os
+
+    folder = Path(marker_dir)
+    first = not any(folder.iterdir())
+    (folder / str(os.getpid())).write_text("started", encoding="utf-8")
+    if first:
+        time.sleep(300)
+    return os.getpid()
+
+
+def test_dask_worker_killed_mid_task_is_retried_on_another(team_stack, tmp_path) -> None:
+    import os
+    import signal
+
+    from distributed import Client
+
+    with Client(team_stack["urls"]["dask"], timeout=60) as dask:
+        future = dask.submit(_first_attempt_hangs, str(tmp_path), pure=False)
+        deadline = time.monotonic() + 120  # a hang guard, not a speed target
+        while not any(tmp_path.iterdir()):
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.2)
+        [victim] = [int(p.name) for p in tmp_path.iterdir()]
+        os.kill(victim, signal.SIGKILL)  # the worker process running the task (its nanny restarts it)
+        survivor = future.result(timeout=180)
+        assert survivor != victim and len(list(tmp_path.iterdir())) == 2
+        # the cluster is whole again: the nanny restarted the killed worker process
+        deadline = time.monotonic() + 120
+        while len(dask.scheduler_info(n_workers=-1)["workers"]) < 2:
+            assert time.monotonic() < deadline, "the killed dask worker was not restarted"
+            time.sleep(0.5)
