@@ -291,15 +291,21 @@ class TaskStream:
         """Row indices of the next batch of ``k`` rows, length-bucketed when ``bucket_batches`` > 1.
 
         Bucketing takes the next ``k * bucket_batches`` rows of the stream (a window: still every row once per
-        epoch), sorts them by token length (``lengths(rows)``, stable), cuts them into batches of ``k`` and serves
+        epoch; cut at the epoch's end, so no batch holds a row twice), sorts them by token length
+        (``lengths(rows)``, stable), cuts them into batches of ``k`` and serves
         those in an order seeded by the window's start ``(seed, task, epoch, pos)``. Rows of similar length share
         a batch, so dynamic padding pads little; which rows share a batch is no longer independent of length.
         """
         if bucket_batches <= 1 or lengths is None:
             return self.take(k)
         if not self._queue:
+            left = self.n - self.pos if self.pos < self.n else self.n  # rows of this epoch not yet drawn
+            if left < k:  # the epoch's tail: one batch crossing into the next epoch, as without buckets
+                return self.take(k)
+            # a window never crosses an epoch: a small task would otherwise put copies of one row in one batch
+            size = min(k * bucket_batches, left - left % k)
             start = (self.epoch, self.pos)
-            rows = self.take(k * bucket_batches)
+            rows = self.take(size)
             lens = lengths(rows)
             ranked = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (lens[i], i))]
             chunks = [ranked[i:i + k] for i in range(0, len(ranked), k)]

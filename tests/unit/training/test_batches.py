@@ -179,3 +179,16 @@ def test_trimmed_drops_only_all_padding_columns(tok):
     assert t.input_ids.shape[1] == int(short.attention_mask.sum()) < short.input_ids.shape[1]
     assert torch.equal(t.input_ids, short.input_ids[:, :t.input_ids.shape[1]])
     assert b.trimmed() is b  # nothing to cut
+
+
+def test_length_buckets_of_a_small_task_never_repeat_a_row_in_a_batch(tok):
+    # 10 rows, batches of 4, windows of 16 batches (64 rows > the epoch): windows stop at the epoch's end, so only
+    # a batch that crosses into the next epoch can hold a row twice, exactly as without buckets
+    def duplicates(buckets):
+        src = BatchSource([_varied(n=10)], get_sampler("uniform"), 4, tok, 64, seed=1, length_bucket_batches=buckets)
+        batches = [src.next_batch().example_ids for _ in range(15)]  # 60 rows = 6 epochs
+        return sum(len(b) - len(set(b)) for b in batches), batches
+
+    bucketed, batches = duplicates(16)
+    assert bucketed <= duplicates(1)[0]
+    assert len(set(batches[0] + batches[1])) == 8  # the first window: 8 distinct rows of epoch 0
