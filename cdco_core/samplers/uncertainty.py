@@ -66,8 +66,10 @@ class UncertaintySampler(BatchLevelSampler):
 
     name = "uncertainty"
 
-    def __init__(self) -> None:
+    def __init__(self, score_dtype: str = "auto") -> None:
         super().__init__()
+        # "auto": the scoring pass under bfloat16 autocast where the hardware runs bf16 natively, else float32
+        self.score_dtype = score_dtype
         self.drawn: list[int] = []
         self.kept: list[int] = []
         self._used: list[set[str]] = []  # per task: example ids that were in a kept row
@@ -80,23 +82,34 @@ class UncertaintySampler(BatchLevelSampler):
         self._used = [set() for _ in self._sizes]
         self._pending = None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score_rows(self, model: Any, batch: Any) -> np.ndarray:
         """u_i (B,) for a candidate batch: normalised entropy of each row's prediction under ``model``.
 
         Runs without gradients and in eval mode (no dropout noise in the uncertainty), restoring the mode.
-        Regression rows get NaN (filled in :meth:`scaled_scores`).
+        Each task's candidates are encoded on their own, cut to their own longest row, so a task of short texts
+        is not padded to another task's long ones (the encodings are the same; only padding work goes), under
+        bf16 autocast where :attr:`score_dtype` and the hardware allow. Regression rows get NaN (filled in
+        :meth:`scaled_scores`).
         """
+        from cdco_core.odms.embed import resolve_dtype
+
         was_training = model.training
         model.eval()
+        device = batch.input_ids.device
+        low = resolve_dtype(self.score_dtype, device.type) == torch.bfloat16
         try:
-            pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
             u = np.full(len(batch), np.nan)
-            for task, (rows, logits) in model.batch_logits(batch, pooled).items():
+            for task in dict.fromkeys(batch.tasks):
                 if model.head_specs[task].type == "regression":
                     continue
-                mask = batch.choice_mask[rows] if batch.choice_mask is not None else None
-                u[rows.cpu().numpy()] = normalized_entropy(logits, mask).cpu().numpy()
+                rows = [i for i, t in enumerate(batch.tasks) if t == task]
+                sub = batch.select(rows).trimmed()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
+                    pooled = model.encode(sub.input_ids, sub.attention_mask, sub.token_type_ids, sub.task_ids)
+                    (_, logits), = model.batch_logits(sub, pooled).values()
+                mask = sub.choice_mask
+                u[rows] = normalized_entropy(logits.float(), mask).cpu().numpy()
         finally:
             model.train(was_training)
         self._pending = (batch.task_ids.cpu().numpy().copy(), list(batch.example_ids))

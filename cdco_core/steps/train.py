@@ -119,7 +119,8 @@ def compute(call: StepCall) -> dict[str, Any]:
     sampler = get_sampler(method.sampler) if method.sampler else sampler_from_config(cfg.train)
     examples = [task_examples(t, ti) for ti, t in enumerate(tasks)]
     source = BatchSource(examples, sampler, cfg.train.batch_size, tokenizer, cfg.model.max_length,
-                         seed=seed * 1000 + i, device=train_device())
+                         seed=seed * 1000 + i, device=train_device(),
+                         length_bucket_batches=cfg.train.length_bucket_batches)
     negatives = [r for k, r in call.inputs.items() if k.startswith("negatives")]
     bank = None
     if negatives and uses_contrastive(stage):

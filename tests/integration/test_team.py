@@ -72,8 +72,8 @@ def test_stack_runs_on_postgres_as_separate_processes(on_team) -> None:
     from prefect import get_client
     from prefect.automations import Automation
 
-    from cli import serve
     from cdco_core.config import PROJECT_ROOT
+    from cli import serve
     from flows.deployments import CRASH_AUTOMATION
 
     team_stack = on_team

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tracking
 from cdco_core.errors import InputError
+from tasks import tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 

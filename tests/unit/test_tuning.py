@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cdco_core.profile import load_profile as load_config
 from cdco_core.errors import ConfigError, InputError
+from cdco_core.profile import load_profile as load_config
 from cdco_core.tuning import (
     SEARCH_SPACES,
     Choice,
@@ -44,7 +44,8 @@ def test_every_declared_search_space_fits_the_profiles(profile):
 @pytest.mark.parametrize(("space", "match"), [
     ({"train.stages.9.lr": Float(1e-4, 1e-3)}, r"the config has no key train.stages.9.lr"),
     ({"train.lr": Float(1e-4, 1e-3)}, r"the config has no key train.lr"),
-    ({"method_settings.ca_mtl.bogus": Choice((1, 2))}, r"bogus is not a setting of method_settings.ca_mtl; allowed: .*freeze_fraction"),
+    ({"method_settings.ca_mtl.bogus": Choice((1, 2))},
+     r"bogus is not a setting of method_settings.ca_mtl; allowed: .*freeze_fraction"),
     ({"adapters.r": Choice((0, 8))}, r"adapters.r"),
     ({"method_settings.ca_mtl.freeze_fraction": Float(0.5, 2.0)}, r"method_settings.ca_mtl.freeze_fraction"),
 ])

@@ -45,6 +45,14 @@ class EgoPlmConfig(BaseModel):
     # then a generator at its identity start gives a zero gradient and the ascent cannot move).
     init_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
+    # ---- cost of a step. "exact": SimCSE's second view is its own differentiated pass at x + δ* (K adversary
+    # passes + outer pass + second view: K + 2 forward + backward passes), all in float32. "fast": the second view
+    # is the adversary's last forward pass (another dropout draw, at δ^{K-1} instead of δ*, both inside the
+    # ε-ball), used as a stop-gradient target, so a step is K + 1 passes; and the adversary runs under bfloat16
+    # autocast where the hardware has native bf16 (only its gradient's per-token direction is used). MLM's
+    # pass keeps its own gradient in both schemes (it is the whole pre-defined task there).
+    step_scheme: Literal["fast", "exact"] = "fast"
+
     # ---- outer objective weights (the trainer multiplies each returned term by them)
     pretext_weight: float = Field(0.1, ge=0.0)  # more = more pre-trained knowledge kept, less task fit
     consistency_weight: float = Field(1.0, ge=0.0)  # more = task view held closer to the pre-defined view

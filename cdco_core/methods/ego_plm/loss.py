@@ -8,12 +8,17 @@ generator's task-specific embedding and f_t task t's head::
     consistency = D(x + δ*) = SymKL(f_t(e_t(x + δ*)), f_t(h(x + δ*)))         (coca.prediction_divergence)
     pretext     = MLM on mask(x) + δ*   |   SimCSE(h(x + δ*), h'(x + δ*))    (two dropout draws)
 
-The trainer weights them: L = task + w_pre · pretext + w_c · consistency.
+The trainer weights them: L = task + w_pre · pretext + w_c · consistency. ``step_scheme: fast`` (default) takes SimCSE's
+second view from the adversary's last pass (another dropout draw at δ^{K-1}, as a stop-gradient target) instead of
+a third pass, and runs the adversary under bf16 autocast where the hardware has native bf16; ``exact`` is the
+float32 step with SimCSE's own differentiated second pass at x + δ* (docs/methods.md, "EGO-PLM", cost).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +29,14 @@ if TYPE_CHECKING:
     from cdco_core.methods.ego_plm.config import EgoPlmConfig
     from cdco_core.methods.ego_plm.model import EgoPlmModel
     from cdco_core.training.batches import Batch
+
+
+def _bf16_autocast(device_type: str, wanted: bool) -> Callable[[], AbstractContextManager[Any]]:
+    """A context factory: bfloat16 autocast when ``wanted`` and the device runs bf16 natively, else a no-op."""
+    from cdco_core.odms.embed import resolve_dtype
+
+    on = wanted and resolve_dtype("auto", device_type) == torch.bfloat16
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=on)
 
 
 def view_disagreement(model: EgoPlmModel, batch: Batch, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -67,12 +80,22 @@ def ego_plm_terms(model: EgoPlmModel, batch: Batch, settings: EgoPlmConfig, pret
         h = model.shared_encode(None, mask, tt, inputs_embeds=x + delta)  # (N, H)
         return h, model.generator(h, seq_ids)
 
+    fast = settings.step_scheme == "fast"
+    low = _bf16_autocast(x.device.type, fast)  # no-op context unless "fast" on native-bf16 hardware
     delta = torch.zeros_like(x)
+    seen: dict[str, torch.Tensor] = {}
     if weights.get("consistency", 0.0) > 0:
         scale = model.embedding_scale
-        delta = pgd_perturbation(lambda d: view_disagreement(model, batch, *views(d)), x.shape, mask,
-                                 epsilon=settings.epsilon * scale, step_size=settings.step_size * scale,
-                                 steps=settings.adv_steps, init_fraction=settings.init_fraction, dtype=x.dtype)
+
+        def objective(d: torch.Tensor) -> torch.Tensor:
+            h_adv, e_adv = views(d)
+            seen["h"] = h_adv.detach()  # "fast": the last ascent pass's h is SimCSE's second view (no 3rd pass)
+            return view_disagreement(model, batch, h_adv, e_adv)
+
+        with low():  # δ stays float32; only the encoder's matmuls inside the ascent run in bf16
+            delta = pgd_perturbation(objective, x.shape, mask,
+                                     epsilon=settings.epsilon * scale, step_size=settings.step_size * scale,
+                                     steps=settings.adv_steps, init_fraction=settings.init_fraction, dtype=x.dtype)
     h, e = views(delta)
     terms = {"task": batch_task_loss(model, batch, e)}
     if weights.get("consistency", 0.0) > 0:
@@ -84,7 +107,13 @@ def ego_plm_terms(model: EgoPlmModel, batch: Batch, settings: EgoPlmConfig, pret
             states = model.token_states(word(masked).detach() + delta, mask, tt)  # (N, T, H)
             terms["pretext"] = mlm_loss(model.mlm_head, states, labels, word.weight)
         else:
-            second = model.shared_encode(None, mask, tt, inputs_embeds=x + delta)  # another dropout draw
+            if fast and "h" in seen:  # another dropout draw, at the ascent's last point: a stop-gradient target
+                second = seen["h"].float()
+            elif fast:  # no adversary ran (consistency weight 0): one forward pass without a graph
+                with torch.no_grad(), low():
+                    second = model.shared_encode(None, mask, tt, inputs_embeds=x + delta).float()
+            else:
+                second = model.shared_encode(None, mask, tt, inputs_embeds=x + delta)  # another dropout draw
             real = slice(None) if batch.choice_mask is None else batch.choice_mask.reshape(-1)  # padded options
             terms["pretext"] = simcse_loss(h[real], second[real], settings.contrastive_temperature)
     return terms

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cdco_core.profile import load_profile as load_config
 from cdco_core.data import load_task, load_tasks, task_specs
 from cdco_core.data.canonical import DEV_SPLIT
 from cdco_core.data.roles import check_task_roles, ood_protocol_of, pool_tasks, probed_tasks
 from cdco_core.errors import ConfigError, DataError
+from cdco_core.profile import load_profile as load_config
 
 ID = ["sst2", "cola", "mrpc", "rte", "stsb", "qnli", "mnli"]
 SEEN, UNSEEN = ["chemprot", "citation_intent"], ["amazon_multidomain", "ag_news", "scicite"]

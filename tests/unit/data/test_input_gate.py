@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cdco_core.data.spec import DataConfig, TaskSpec
 from cdco_core.data import load_task, read_task_file
 from cdco_core.data.checks import check_task_set, check_task_specs
+from cdco_core.data.spec import DataConfig, TaskSpec
 from cdco_core.errors import DataError, InputError
 
 
@@ -92,8 +92,8 @@ def test_spec_yaml_that_is_not_utf8(tmp_path):
 
 
 def test_config_yaml_that_is_not_utf8(tmp_path):
-    from cdco_core.profile import load_profile as load_config
     from cdco_core.errors import ConfigError
+    from cdco_core.profile import load_profile as load_config
 
     (tmp_path / "p.yaml").write_bytes("profile: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"p\.yaml is not UTF-8 text"):

@@ -81,10 +81,10 @@ def test_label_map_by_name():
 @pytest.fixture
 def trained(smoke_cfg):
     """A smoke multi-task model whose rotten_tomatoes head splits imdb's eval rows (as a trained head would)."""
-    from cdco_core.profile import load_profile as load_config
     from cdco_core.data import load_tasks
     from cdco_core.evaluation.features import encode_texts, pair_texts
     from cdco_core.models.multitask import build_multitask_model
+    from cdco_core.profile import load_profile as load_config
 
     cfg = load_config("smoke", ["data.max_rows.validation=16"])
     tasks = {t.name: t for t in load_tasks(cfg.data)}

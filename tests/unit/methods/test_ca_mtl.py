@@ -455,3 +455,27 @@ def test_loss_is_the_mean_of_per_task_losses_on_a_mixed_batch(ca_model, smoke_cf
     assert ours.item() == pytest.approx(((by_hand_ce + by_hand_mse) / 2).item(), abs=1e-5)
     assert row_weighted.item() == pytest.approx((0.75 * by_hand_ce + 0.25 * by_hand_mse).item(), abs=1e-5)
     assert abs(ours.item() - row_weighted.item()) > 1e-3  # the two weightings differ on this batch
+
+
+def test_scoring_each_task_at_its_own_length_gives_the_same_entropies(ca_model):
+    """score_rows encodes each task's candidates cut to their own longest row: the same u as one padded pass."""
+    from cdco_core.samplers import get_sampler
+    from cdco_core.samplers.uncertainty import normalized_entropy
+    from cdco_core.training.batches import Batch
+
+    model, tok = ca_model
+    _perturb(model.encoder)
+    long = "a long review that goes on and on about the plot, the actors and the music " * 2
+    sent = _batch(tok, "sent", ["short one", "tiny", "a bit longer than that"], 0)
+    batch = Batch.concat([sent, _batch(tok, "score", [long, "two"], 2)])
+    assert batch.input_ids.shape[1] > sent.input_ids.shape[1]  # the regression row widens the shared batch
+    sampler = get_sampler("uncertainty")
+    sampler.setup([5, 5, 5])
+    u = sampler.score_rows(model, batch)
+    model.eval()
+    with torch.no_grad():  # the old way: one pass over the whole padded candidate batch
+        pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)
+        rows, logits = model.batch_logits(batch, pooled)["sent"]
+        expected = normalized_entropy(logits).numpy()
+    assert rows.tolist() == [0, 1, 2] and np.isnan(u[3:]).all()
+    assert np.allclose(u[:3], expected, atol=1e-5)

@@ -359,3 +359,41 @@ def test_generator_moves_with_module_to():
     gen = TaskEmbeddingGenerator(n_tasks=2, hidden=8)
     moved = gen.to(torch.float64)
     assert all(p.dtype == torch.float64 for p in moved.parameters())
+
+
+def test_fast_scheme_reuses_the_adversary_pass_as_simcse_view(smoke_cfg):
+    """"fast": 2 encoder passes (adversary + outer) instead of 3; same task and consistency terms as "exact" for
+    the same RNG (no native bf16 here, or both would differ by rounding), SimCSE's second view without gradient."""
+    from cdco_core.odms.embed import resolve_dtype
+
+    out = {}
+    for scheme in ("exact", "fast"):
+        method, cfg, model, tok, stage = _build(smoke_cfg, {"pretext": "contrastive", "step_scheme": scheme})
+        _perturb_generator(model)
+        model.train()
+        calls = []
+        encode = model.shared_encode
+
+        def counted(*a, _encode=encode, _calls=calls, **k):
+            _calls.append(torch.is_grad_enabled())
+            return _encode(*a, **k)
+
+        model.shared_encode = counted
+        torch.manual_seed(3)
+        terms = _terms(method, cfg, model, _batch(tok), stage)
+        out[scheme] = ({k: v.item() for k, v in terms.items()}, len(calls))
+        if scheme == "fast":
+            model.zero_grad()
+            terms["pretext"].backward()
+            assert any(p.grad is not None and p.grad.abs().sum() > 0
+                       for n, p in model.named_parameters() if "lora_B" in n)  # through the first view
+    (exact, n_exact), (fast, n_fast) = out["exact"], out["fast"]
+    assert (n_exact, n_fast) == (3, 2)  # K = 1: adversary + outer (+ SimCSE's own pass in "exact")
+    if resolve_dtype("auto") == torch.float32:
+        assert fast["task"] == exact["task"] and fast["consistency"] == exact["consistency"]
+    assert fast["pretext"] != exact["pretext"] and 0 < fast["pretext"] < math.log(4) + 1
+
+
+def test_step_scheme_is_validated():
+    with pytest.raises(ConfigError, match="step_scheme"):
+        load_ego_plm_config({"step_scheme": "quick"})

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cdco_core.config import StageConfig
-from cdco_core.profile import load_profile as load_config
 from cdco_core.methods.base import Method
 from cdco_core.models.multitask import build_multitask_model
+from cdco_core.profile import load_profile as load_config
 from cdco_core.samplers import get_sampler
 from cdco_core.training.batches import BatchSource, task_examples
 from cdco_core.training.checkpoint import MANIFEST, latest_checkpoint, verify_checkpoint
