@@ -138,7 +138,7 @@ def ensure_crash_automation() -> None:
 
 def project_dir() -> str:
     """Where the workers find the flows: ``CDCO_PROJECT_DIR`` (the image's /opt/cdco), else this checkout."""
-    from cdco_core.config import PROJECT_ROOT
+    from cdco_core.paths import PROJECT_ROOT
 
     return os.environ.get("CDCO_PROJECT_DIR") or str(PROJECT_ROOT)
 

@@ -72,7 +72,7 @@ def test_stack_runs_on_postgres_as_separate_processes(on_team) -> None:
     from prefect import get_client
     from prefect.automations import Automation
 
-    from cdco_core.config import PROJECT_ROOT
+    from cdco_core.paths import PROJECT_ROOT
     from cli import serve
     from flows.deployments import CRASH_AUTOMATION
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from cdco_core.config import DataConfig, TaskSpec
 from cdco_core.data import load_task
 from cdco_core.data.canonical import DEV_SPLIT, spec_key
+from cdco_core.data.spec import DataConfig, TaskSpec
 from cdco_core.errors import DataError
 
 

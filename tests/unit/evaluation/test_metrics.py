@@ -99,7 +99,7 @@ def test_task_metric_names_main_first():
 
 
 def test_binary_f1_by_hand_and_only_for_tasks_that_choose_it():
-    from cdco_core.config import TaskSpec
+    from cdco_core.data.spec import TaskSpec
     from cdco_core.evaluation.metrics import f1, score_task
 
     # TP = 2 (rows 0, 4), true positives 3, predicted positives 3: F1 = 2*2 / (3 + 3)
