@@ -10,7 +10,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_one_run_computes_every_node_once(on_stack, tmp_path, monkeypatch) -> None:
+def test_one_run_computes_every_node_once(monkeypatch) -> None:
+    """Local mode (Prefect's temporary server, MLflow on SQLite in this test's CDCO_HOME): a cold run."""
     import cdco_core.plan
     import cdco_core.profile
     import cdco_core.steps as steps
@@ -18,7 +19,6 @@ def test_one_run_computes_every_node_once(on_stack, tmp_path, monkeypatch) -> No
     from cdco_core.profile import load_profile
     from flows import full_pipeline
 
-    monkeypatch.setenv("CDCO_HOME", str(tmp_path / "home"))  # a cold run: nothing cached yet
     computed: Counter[str] = Counter()
     calls: Counter[str] = Counter()
 
@@ -46,9 +46,9 @@ def test_one_run_computes_every_node_once(on_stack, tmp_path, monkeypatch) -> No
 
     overrides = ["orchestration.task_runner=thread", "orchestration.register_model=false",
                  "eval.methods=[cdco,lora_mtl]"]
-    cfg = load_profile(on_stack["profile"], overrides)
+    cfg = load_profile("smoke", overrides)
     calls.clear()
-    result = full_pipeline.run_pipeline(cfg, on_stack["profile"], overrides)
+    result = full_pipeline.run_pipeline(cfg, "smoke", overrides)
 
     expected = set(result["steps"])
     assert expected and set(computed) == expected, sorted(expected ^ set(computed))

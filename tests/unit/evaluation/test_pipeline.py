@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cdco_core.cache import Record
+from cdco_core.data.checks import check_task_set
 from cdco_core.data.spec import TaskSpec
 from cdco_core.errors import InputError
 from cdco_core.evaluation import scoring as P
@@ -22,10 +23,12 @@ def smoke_tasks(smoke_cfg):
     return load_tasks(smoke_cfg.data)
 
 
-def test_unknown_task_lists_the_configured(smoke_tasks):
-    assert [t.name for t in P.select_tasks(smoke_tasks, ["imdb", "sms_spam"])] == ["imdb", "sms_spam"]
-    with pytest.raises(InputError, match=r"unknown task\(s\) \['sst9'\]; configured tasks: country_capital, "):
-        P.select_tasks(smoke_tasks, ["sst9"])
+def test_unknown_task_lists_the_configured(smoke_cfg):
+    from cdco_core.steps.prepare import prepare
+
+    assert prepare(smoke_cfg, "imdb").outputs["kind"] == "OOD"
+    with pytest.raises(InputError, match=r"unknown task 'sst9'; configured: country_capital, "):
+        prepare(smoke_cfg, "sst9")
 
 
 def test_missing_split_is_named(smoke_tasks):
@@ -33,17 +36,17 @@ def test_missing_split_is_named(smoke_tasks):
     no_train = dataclasses.replace(imdb, splits={"validation": imdb.splits["validation"]})
     with pytest.raises(InputError, match=r"task 'imdb': split 'train' is missing or empty; found splits: "
                                          r"\['validation'\]"):
-        P.check_tasks([no_train])
+        check_task_set([no_train])
     odd = dataclasses.replace(imdb, spec=imdb.spec.model_copy(update={"eval_split": "test"}))
     with pytest.raises(InputError, match="split 'test' is missing"):
-        P.check_tasks([odd])
+        check_task_set([odd])
 
 
 def test_metric_that_does_not_fit_the_type(smoke_tasks):
     t = smoke_tasks[0]
     bad = TaskSpec.model_construct(**{**t.spec.__dict__, "metric": "spearman"})
     with pytest.raises(InputError, match="metric 'spearman' does not fit type 'classification'"):
-        P.check_tasks([dataclasses.replace(t, spec=bad)])
+        check_task_set([dataclasses.replace(t, spec=bad)])
 
 
 def test_method_configure_changes_a_copy_that_is_still_valid(smoke_cfg):

@@ -37,7 +37,7 @@ def test_exactly_the_upper_half_and_the_heads_train(smoke_cfg, id_tasks, layers)
     assert any(n.startswith("heads.") for n in trainable)
     assert not any("lora" in n for n, _ in model.named_parameters())  # no adapters, no conditioning
     # the same frozen/trainable split CA-MTL uses at its default freeze_fraction
-    from cdco_core.method_settings.ca_mtl.model import frozen_layer_count
+    from cdco_core.methods.ca_mtl.model import frozen_layer_count
 
     assert min(int(n.split(".layer.")[1].split(".")[0]) for n in encoder) == frozen_layer_count(layers, 0.5)
 

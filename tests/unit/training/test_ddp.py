@@ -79,8 +79,10 @@ def test_two_processes_match_one_and_resume_after_kill_minus_nine(tmp_path) -> N
     for p in procs:
         _finish(p)
     r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
-    assert (r1["world"], r2["world"]) == (1, 2) and r1["key"] == r2["key"]
-    assert Path(r1["stage0_path"]).name == Path(r2["stage0_path"]).name  # one key, whatever the world size
+    assert (r1["world"], r2["world"]) == (1, 2)
+    # stage 0's key is the same whatever the world size; later keys chain on the weights' digest, which differ
+    # in the last bits between world sizes (float summation order), so they are compared by value, not key
+    assert Path(r1["stage0_path"]).name == Path(r2["stage0_path"]).name
     diff0 = _max_diff(_weights(r1["stage0_path"]), _weights(r2["stage0_path"]))
     print(f"stage 0, 2 processes x 4 rows vs 1 process x 8 rows: max |dw| = {diff0:.2e}")
     assert diff0 <= TOLERANCE
