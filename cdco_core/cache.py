@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdco_core.io import atomic_dir, sha256_file, sha256_json
+from cdco_core.io import atomic_dir, file_lock, sha256_file, sha256_json
 from cdco_core.paths import cdco_home
 
 # The package whose sources make up code digests; a test points it at an edited copy.
@@ -213,17 +212,9 @@ def read_record(out: Path, key: str) -> Record | None:
         return None
 
 
-@contextlib.contextmanager
-def step_lock(out: Path) -> Iterator[None]:
+def step_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     """Exclusive lock on one step output across processes (``fcntl.flock``; released if the holder dies)."""
-    locks = out.parent / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / out.name, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(out.parent / ".locks" / out.name)
 
 
 Compute = Callable[[Path, Path], dict[str, Any]]

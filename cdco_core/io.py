@@ -175,3 +175,19 @@ def describe_bad_byte(path: Path, err: UnicodeDecodeError) -> str:
     byte = data[offset:offset + 1].hex() if offset < len(data) else "??"
     line = data.count(b"\n", 0, offset) + 1
     return f"byte 0x{byte} at offset {offset} (line {line})"
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path`` (created), across processes of this machine; released when the
+    holder exits, even by ``kill -9``."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

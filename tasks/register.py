@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cdco_core.cache import Record
+from cdco_core.io import file_lock
+from cdco_core.paths import cdco_home
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -28,12 +30,15 @@ def register_model(cfg: Any, parent_run_id: str, method: str, seed: int, final: 
     weights = final.path("weights.safetensors")
     sha = final.outputs["weights_sha256"]
     name = registered_name(cfg.profile)
-    existing = find_version(name, sha)
-    if existing is not None:
-        return {"name": name, "version": existing, "weights_sha256": sha, "reused": True}
-    with tempfile.TemporaryDirectory() as tmp:
-        artifacts = model_artifacts(cfg, method, seed, weights, id_tasks, Path(tmp))
-        version = log_and_register(parent_run_id, name, artifacts, sha, {"method": method, "seed": seed})
+    # find-or-register under one lock: two runs finishing at once must not both register the same weights
+    # (per machine; a team store shared by several machines would need the database's own locking)
+    with file_lock(cdco_home() / "locks" / f"register-{name}"):
+        existing = find_version(name, sha)
+        if existing is not None:
+            return {"name": name, "version": existing, "weights_sha256": sha, "reused": True}
+        with tempfile.TemporaryDirectory() as tmp:
+            artifacts = model_artifacts(cfg, method, seed, weights, id_tasks, Path(tmp))
+            version = log_and_register(parent_run_id, name, artifacts, sha, {"method": method, "seed": seed})
     return {"name": name, "version": version, "weights_sha256": sha, "reused": False}
 
 

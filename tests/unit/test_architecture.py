@@ -135,3 +135,33 @@ def test_a_tampered_output_is_recomputed_not_trusted(monkeypatch):
     again = run_plan(plan)["evaluate[lora_mtl/seed0]"]
     assert not again.cached
     assert again.outputs["averages"]["overall"] == rec.outputs["averages"]["overall"] != 0.99
+
+
+def test_two_processes_on_the_same_stage_train_it_once(cdco_home):
+    """Started together on one CDCO_HOME: one process trains and publishes, the other waits on the step's lock
+    and reads the published record (never a live checkpoint of the other)."""
+    import json
+    import os
+
+    code = textwrap.dedent("""
+        import json, sys
+        from cdco_core.plan import build_plan
+        from cdco_core.profile import load_profile
+        from cdco_core.runner import run_plan
+        cfg = load_profile("smoke", ["train.stages.0.steps=3", "train.stages.1.steps=1", "train.stages.2.steps=1",
+                                     "train.stages.3.steps=1"])
+        plan = build_plan(cfg, ["lora_mtl"], [0])
+        node = plan.last_stage("lora_mtl", 0).id
+        rec = run_plan(plan, [node])[node]
+        print(json.dumps({"cached": rec.cached, "key": rec.key, "weights": rec.outputs["weights_sha256"]}))
+    """)
+    env = {**os.environ, "CDCO_HOME": str(cdco_home), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)  # a hang guard, not a speed target
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(o["cached"] for o in outs) == [False, True]  # trained once
+    assert outs[0]["key"] == outs[1]["key"] and outs[0]["weights"] == outs[1]["weights"]
