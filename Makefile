@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow" tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check cdco_core flows tasks bench tests
+	$(BIN)/ruff check cdco_core cli flows tasks bench tests
 
 compare: $(STAMP)
 	$(BIN)/cdco compare --profile demo
