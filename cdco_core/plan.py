@@ -141,7 +141,7 @@ def _check_seeds(seeds: list[int]) -> list[int]:
 
 def _add_odms(plan: Plan, method: str, mcfg: Config, ids: dict[str, str]) -> str:
     """Add (or reuse) the embed, manifold and negatives nodes ``method`` needs; returns the negatives' id."""
-    from cdco_core.steps.embed import odms_datasets
+    from cdco_core.odms.corpora import odms_datasets
 
     anchors, pool = odms_datasets(mcfg, plan.specs)
     embeds = []

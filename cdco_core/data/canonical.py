@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from cdco_core.cache import code_digest
 from cdco_core.data.sources import RawSource, load_source
 from cdco_core.data.spec import DataConfig, TaskFile, TaskSpec
 from cdco_core.errors import DataError
@@ -30,7 +31,7 @@ from cdco_core.io import atomic_dir, describe_bad_byte, read_utf8, sha256_frame,
 from cdco_core.paths import PROJECT_ROOT, cdco_home
 from cdco_core.validation import format_validation_error
 
-LOADER_VERSION = "2"  # bump when the canonical form changes: every cached table is rebuilt
+# The loader's code (this module's import closure) is part of every cached table's key: no version to bump.
 
 
 @dataclass
@@ -131,7 +132,7 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
         "max_rows": data.max_rows,
         "split_seed": data.split_seed,
         "heldout_fraction": data.heldout_fraction,
-        "version": LOADER_VERSION,
+        "code": code_digest(__name__),
     }
     if data.dev_fraction > 0 and spec.kind == "ID":  # absent at 0: other profiles' cache keys stay as they were
         key_parts["dev_fraction"] = data.dev_fraction

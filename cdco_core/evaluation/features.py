@@ -6,7 +6,7 @@ Multiple-choice items are encoded as one (question, option) pair per option and 
 (N, C, H) with an (N, C) mask for items with fewer than C options.
 
 Cache: ``CDCO_HOME/cache/features/<task>-<split>-<key>.npz`` where key = sha256 of the trained model's
-digest, the split's content digest, max_length, the task id and :data:`FEATURES_VERSION`. The same
+digest, the split's content digest, max_length, the task id and the extraction's code digest. The same
 (method, seed, task) is therefore encoded once, however often it is evaluated.
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 from cdco_core.io import atomic_path, sha256_json
 from cdco_core.paths import cdco_home
 
-FEATURES_VERSION = "1"  # bump when the extraction changes: every cached feature file is rebuilt
+# The extraction's code (this module's import closure) is part of every feature file's key: no version to bump.
 
 
 @dataclass
@@ -101,7 +101,9 @@ def _split_features(model, tokenizer, df: pd.DataFrame, *, max_length: int, batc
 
 
 def feature_cache_path(task: str, split: str, key_parts: dict[str, Any]) -> Path:
-    key = sha256_json({**key_parts, "version": FEATURES_VERSION})
+    from cdco_core.cache import code_digest
+
+    key = sha256_json({**key_parts, "code": code_digest(__name__)})
     return cdco_home() / "cache" / "features" / f"{task}-{split}-{key[:20]}.npz"
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cdco_core.errors import InputError
+
+if TYPE_CHECKING:
+    from cdco_core.config import Config
+    from cdco_core.data.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +42,25 @@ def cap_rows(df: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
         return df
     idx = np.sort(np.random.default_rng(seed).choice(len(df), size=cap, replace=False))
     return df.iloc[idx].reset_index(drop=True)
+
+
+def odms_datasets(cfg: Config, specs: list[TaskSpec]) -> tuple[list[str], list[str]]:
+    """(anchor datasets, pool datasets) in task-spec order.
+
+    Raises:
+        InputError: no ID task; ``negatives.strict_exclude`` names an unknown OOD task; the pool is empty.
+    """
+    ood = [s.name for s in specs if s.kind == "OOD"]
+    unknown = sorted(set(cfg.negatives.strict_exclude) - set(ood))
+    if unknown:
+        raise InputError(f"negatives.strict_exclude: {unknown} are not OOD tasks; OOD tasks configured: "
+                         f"{sorted(ood) or 'none'}")
+    anchors = [s.name for s in specs if s.kind == "ID"]
+    pool = [n for n in ood if n not in cfg.negatives.strict_exclude]
+    if not anchors:
+        raise InputError("ODMS needs at least one task with kind: ID (the anchors); none is configured")
+    if not pool:
+        why = (f"every OOD task is excluded by negatives.strict_exclude={cfg.negatives.strict_exclude}" if ood
+               else "no task with kind: OOD is configured")
+        raise InputError(f"the OOD pool is empty: {why}")
+    return anchors, pool

@@ -11,12 +11,11 @@ import pytest
 
 from cdco_core.data import load_tasks, task_specs
 from cdco_core.errors import InputError
-from cdco_core.odms.corpora import clean_corpus
+from cdco_core.odms.corpora import clean_corpus, odms_datasets
 from cdco_core.odms.manifold import fit_manifold, load_reducer
 from cdco_core.plan import build_plan
 from cdco_core.profile import load_profile
 from cdco_core.runner import run_plan
-from cdco_core.steps.embed import odms_datasets
 from cdco_core.steps.negatives import NEGATIVE_COLUMNS
 
 
