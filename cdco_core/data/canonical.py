@@ -140,7 +140,7 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
     cache_dir = (cache_root or cdco_home() / "cache" / "tasks") / f"{spec.name}-{key[:16]}"
     cached = _read_cache(spec, cache_dir)
     if cached is not None:
-        return cached
+        return _remember(cached)
     task = canonicalize(spec, raw, data)
     with atomic_dir(cache_dir) as tmp:
         for split, df in task.splits.items():
@@ -149,21 +149,37 @@ def load_task(spec: TaskSpec, data: DataConfig, cache_root: Path | None = None) 
                 "dropped": task.dropped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     task.path = cache_dir
+    return _remember(task)
+
+
+# Tables this process already read and verified, by (cache folder, content digest): the plan's steps open the
+# same tasks again and again (the pre-training check, every stage, the evaluation); each is read and hashed once.
+_OPENED: dict[tuple[str, str], TaskData] = {}
+
+
+def _remember(task: TaskData) -> TaskData:
+    if len(_OPENED) >= 64:
+        _OPENED.clear()
+    _OPENED[(str(task.path), task.digest)] = task
     return task
 
 
 def open_task(record: Any) -> TaskData:
-    """The task a ``prepare`` record names (:mod:`cdco_core.steps.prepare`), read from its cache folder.
+    """The task a ``prepare`` record names (:mod:`cdco_core.steps.prepare`), read from its cache folder (once per
+    process: see :data:`_OPENED`).
 
     Raises:
         DataError: the cached table is gone or no longer has the content digest the record holds.
     """
+    known = _OPENED.get((str(Path(record.dir)), record.digest))
+    if known is not None:
+        return known
     spec = TaskSpec.model_validate(record.outputs["spec"])
     task = _read_cache(spec, Path(record.dir))
     if task is None or task.digest != record.digest:
         raise DataError(f"task {spec.name!r}: its cached table in {record.dir} changed since it was prepared; "
                         "run the command again")
-    return task
+    return _remember(task)
 
 
 # TaskSpec fields that do not change the canonical table (where a task is used, not what its rows are), and

@@ -63,11 +63,7 @@ def stack(tmp_path_factory) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def on_stack(stack, monkeypatch, tmp_path) -> Iterator[dict[str, Any]]:
     """This test talks to the stack's Prefect and MLflow servers and uses the stack's CDCO_HOME (its caches)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from tests.helpers import stack_settings
 
-    monkeypatch.setenv("CDCO_HOME", str(stack["home"]))
-    monkeypatch.setenv("PREFECT_API_URL", stack["urls"]["prefect_api"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack["urls"]["mlflow"])
-    with temporary_settings(updates={PREFECT_API_URL: stack["urls"]["prefect_api"],
-                                     PREFECT_HOME: str(tmp_path / "prefect-client")}):
-        yield stack
+    with stack_settings(stack, monkeypatch, tmp_path / "prefect-client") as s:
+        yield s

@@ -46,14 +46,10 @@ def team_stack(tmp_path_factory, stack) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def on_team(team_stack, monkeypatch, tmp_path) -> Iterator[dict[str, Any]]:
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from tests.helpers import stack_settings
 
-    monkeypatch.setenv("CDCO_HOME", str(team_stack["home"]))
-    monkeypatch.setenv("PREFECT_API_URL", team_stack["urls"]["prefect_api"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_stack["urls"]["mlflow"])
-    with temporary_settings(updates={PREFECT_API_URL: team_stack["urls"]["prefect_api"],
-                                     PREFECT_HOME: str(tmp_path / "prefect-client")}):
-        yield team_stack
+    with stack_settings(team_stack, monkeypatch, tmp_path / "prefect-client") as s:
+        yield s
 
 
 def _submitted_by(state_dir: Path) -> dict[str, str]:

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from cdco_core.orphans import SERVER_APP, stop_orphaned_prefect_servers
+from tests.helpers import wait_for_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,14 +53,8 @@ def test_server_of_a_killed_run_is_stopped_by_the_next(tmp_path):
     env.pop("PREFECT_API_URL", None)
     victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(ready)], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 400  # a hang guard
     try:
-        while not ready.exists():
-            assert victim.poll() is None, victim.communicate()[0].decode()[-3000:]
-            if time.time() > deadline:  # a hang guard, not a speed target
-                victim.kill()
-                pytest.fail("the flow never started")
-            time.sleep(0.1)
+        wait_for_file(ready, victim, 400, "the flow never started")
         [server] = _servers(home)
         assert stop_orphaned_prefect_servers(home) == []  # its run is alive: left alone
         os.kill(victim.pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ import pytest
 
 from cdco_core.errors import InputError
 from tasks import tracking
+from tests.helpers import wait_for_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,13 +119,7 @@ def test_runs_of_a_killed_process_are_marked_failed(tmp_path, cdco_home):
     ready = tmp_path / "ready"
     victim = subprocess.Popen([sys.executable, "-c", OWNER, str(ready)], env=_env(cdco_home), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300  # a hang guard
-    while not ready.exists():
-        assert victim.poll() is None, victim.communicate()[0].decode()[-3000:]
-        if time.time() > deadline:  # a hang guard, not a speed target
-            victim.kill()
-            pytest.fail("the child never started its run")
-        time.sleep(0.05)
+    wait_for_file(ready, victim, 300, "the child never started its run")
     dead_parent = ready.read_text()
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
