@@ -112,8 +112,9 @@ class StageConfig(Strict):
 
 
 class TrainConfig(Strict):
+    # No seed here: the training seeds are eval.seeds (or --seeds); each seeds its stage's RNGs, heads, batch order
+    # and (through cdco_core.odms.corpora.odms_seed) its own ODMS draw.
     batch_size: int = Field(16, ge=2)
-    seed: int = 0
     sampler: str = "temperature"  # proportional | temperature | uniform | uncertainty
     sampler_temperature: float = Field(2.0, gt=0)
     contrastive_temperature: float = Field(0.1, gt=0)  # InfoNCE tau: lower = sharper, noisier gradients
@@ -132,6 +133,9 @@ class TrainConfig(Strict):
     learn_curvature: bool = False
     checkpoint_every: int = Field(50, ge=1)
     weight_decay: float = Field(0.0, ge=0)
+    # Task heads train at their own rate in every method and stage (a fresh linear layer needs a larger step than
+    # adapters or pretrained weights). None = eval.head_lr, the rate the frozen probe uses.
+    head_lr: float | None = Field(None, gt=0)
     grad_clip: float = Field(1.0, gt=0)
     stages: list[StageConfig] = Field(min_length=1)
 
@@ -309,3 +313,8 @@ def adapter_group_names(cfg: Config) -> set[str]:
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def head_lr(cfg: Config) -> float:
+    """The task heads' learning rate in training: ``train.head_lr``, or ``eval.head_lr`` (the probe's) when unset."""
+    return cfg.train.head_lr if cfg.train.head_lr is not None else cfg.eval.head_lr

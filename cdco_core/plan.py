@@ -4,7 +4,9 @@ For a config, methods and seeds the plan holds, in dependency order::
 
     prepare[<task>]                       one per task: the canonical table and its digest
     embed[<dataset>]                      the ID anchors and the OOD pool (methods that use ODMS negatives only)
-    manifold, negatives                   one each per distinct ODMS configuration (an ablation may add its own)
+    manifold[seed<s>], negatives[seed<s>] one each per training seed and distinct ODMS configuration (an ablation
+                                          may add its own): the pool sample, UMAP fit and negatives are drawn
+                                          per training seed, so the seeds' spread includes the ODMS draw
     train[<method>/seed<s>/<i>-<stage>]   one per stage, each reading the one before it
     evaluate[<method>/seed<s>]            reads the last stage and every task
     report                                reads every evaluation (only when asked for)
@@ -24,6 +26,7 @@ from cdco_core.config import Config, adapter_group_names, check_stage_groups
 from cdco_core.data.spec import TaskSpec
 from cdco_core.errors import InputError
 from cdco_core.io import sha256_json
+from cdco_core.odms.corpora import odms_seed
 
 
 @dataclass
@@ -110,12 +113,11 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
         stages = method.stages(mcfg)
         check_stage_groups(stages, adapter_group_names(mcfg) | set(method.extra_groups), where=f"{name}: stages")
         contrastive = [uses_contrastive(st) for st in stages]
-        negatives = None
-        if method.uses_negatives and any(contrastive) and mcfg.train.n_hard_negatives > 0:
-            negatives = _add_odms(plan, name, mcfg, odms_ids)
+        needs_odms = method.uses_negatives and any(contrastive) and mcfg.train.n_hard_negatives > 0
         id_tasks = [f"prepare[{s.name}]" for s in specs if s.kind == "ID"]
         ood_tasks = [f"prepare[{s.name}]" for s in specs if s.kind == "OOD"]
         for seed in seeds:
+            negatives = _add_odms(plan, name, mcfg, odms_ids, seed) if needs_odms else None
             previous = None
             for i, (stage, con) in enumerate(zip(stages, contrastive, strict=True)):
                 nid = f"train[{name}/seed{seed}/{i}-{stage.name}]"
@@ -139,36 +141,46 @@ def _check_seeds(seeds: list[int]) -> list[int]:
     return seeds
 
 
-def _add_odms(plan: Plan, method: str, mcfg: Config, ids: dict[str, str]) -> str:
-    """Add (or reuse) the embed, manifold and negatives nodes ``method`` needs; returns the negatives' id."""
+def _add_odms(plan: Plan, method: str, mcfg: Config, ids: dict[str, str], seed: int) -> str:
+    """Add (or reuse) the embed, manifold and negatives nodes ``method`` needs at training seed ``seed``; returns
+    the negatives' id. Embeddings of the anchors (and of an uncapped pool) do not depend on the seed and are shared
+    by every seed; a capped pool is a seeded sample, embedded per seed."""
     from cdco_core.odms.corpora import odms_datasets
 
     anchors, pool = odms_datasets(mcfg, plan.specs)
     embeds = []
     for name in anchors + pool:
         role = "anchor" if name in anchors else "pool"
-        embeds.append(_shared(plan, ids, "embed", name, method, {"dataset": name, "role": role},
-                              [f"prepare[{name}]"], sig=("embed", name, role, _embed_sig(mcfg, role))))
-    manifold = _shared(plan, ids, "manifold", None, method, {}, embeds,
-                       sig=("manifold", tuple(embeds), mcfg.manifold.model_dump_json()))
-    return _shared(plan, ids, "negatives", None, method, {}, [manifold, *embeds],
-                   sig=("negatives", manifold, mcfg.negatives.model_dump_json(), mcfg.seed))
+        params = {"dataset": name, "role": role}
+        per_seed = role == "pool" and mcfg.embed.pool_max_rows is not None
+        if per_seed:
+            params["seed"] = seed
+        embeds.append(_shared(plan, ids, "embed", name, method, params, [f"prepare[{name}]"],
+                              sig=("embed", name, role, _embed_sig(mcfg, role, seed)),
+                              suffix=f"seed{seed}" if per_seed else None))
+    manifold = _shared(plan, ids, "manifold", None, method, {"seed": seed}, embeds,
+                       sig=("manifold", tuple(embeds), mcfg.manifold.model_dump_json(), seed), suffix=f"seed{seed}")
+    return _shared(plan, ids, "negatives", None, method, {"seed": seed}, [manifold, *embeds],
+                   sig=("negatives", manifold, mcfg.negatives.model_dump_json(), mcfg.seed, seed), suffix=f"seed{seed}")
 
 
-def _embed_sig(cfg: Config, role: str) -> str:
-    pool = {"cap": cfg.embed.pool_max_rows, "seed": cfg.seed} if role == "pool" else {}
+def _embed_sig(cfg: Config, role: str, seed: int) -> str:
+    capped = role == "pool" and cfg.embed.pool_max_rows is not None
+    pool = {"cap": cfg.embed.pool_max_rows, "seed": odms_seed(cfg.seed, seed)} if capped else {}
     return sha256_json([cfg.model.model_dump(mode="json"), cfg.embed.model_dump(mode="json"), pool])
 
 
 def _shared(plan: Plan, ids: dict[str, str], step: str, dataset: str | None, method: str, params: dict[str, Any],
-            inputs: list[str], sig: tuple) -> str:
-    """The id of an ODMS node with this signature, adding it (named after the first method needing it if the
-    plain name is taken by another configuration)."""
+            inputs: list[str], sig: tuple, suffix: str | None = None) -> str:
+    """The id of an ODMS node with this signature, adding it if new. Named ``step[dataset/suffix]`` (parts left
+    out when None); if another configuration already holds that name, the first method needing this one is added
+    (``negatives[seed0/cdco_random_negatives]``)."""
     key = sha256_json(list(sig))
     if key in ids:
         return ids[key]
-    base = f"{step}[{dataset}]" if dataset else step
-    nid = base if base not in plan.nodes else f"{base}[{method}]" if dataset is None else f"{step}[{dataset}/{method}]"
+    parts = [p for p in (dataset, suffix) if p]
+    base = f"{step}[{'/'.join(parts)}]" if parts else step
+    nid = base if base not in plan.nodes else f"{step}[{'/'.join([*parts, method])}]"
     plan.nodes[nid] = Node(nid, step, method, params, inputs)
     ids[key] = nid
     return nid

@@ -1,7 +1,7 @@
 """Equal-budget tuning (``cdco tune``): a seeded Optuna TPE study per (profile, method), resumable, as overrides.
 
 - **Search spaces** are declared per method in :data:`SEARCH_SPACES`: config key path -> distribution. Keys are the
-  ones ``--set`` takes (``train.stages.0.lr``, ``eval.head_lr``, ``method_settings.ca_mtl.encoder_lr_scale``);
+  ones ``--set`` takes (``train.stages.0.lr``, ``train.head_lr``, ``method_settings.ca_mtl.encoder_lr_scale``);
   every entry is checked against the profile before any trial (:func:`check_search_space`): a key the config does
   not have, or a value it refuses, is a :class:`~cdco_core.errors.ConfigError`.
 - **Objective**: the caller's ``score(overrides) -> float`` (higher is better); the command wires it to a shortened
@@ -59,7 +59,7 @@ class Choice:
 Distribution = Float | Int | Choice
 
 # Shared by every method with adapters or fine-tuned weights: the training lr and the heads' own lr.
-_LR = {"train.stages.0.lr": Float(1e-4, 3e-3, log=True), "eval.head_lr": Float(1e-3, 1e-1, log=True)}
+_LR = {"train.stages.0.lr": Float(1e-4, 3e-3, log=True), "train.head_lr": Float(1e-3, 1e-1, log=True)}
 
 # method -> {config key path: distribution}. Every method gets the same number of trials (cdco tune --trials N).
 SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
@@ -74,7 +74,7 @@ SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
     "lora_mtl": {**_LR, "adapters.r": Choice((4, 8, 16)), "adapters.dropout": Float(0.0, 0.2)},
     "bottleneck_mtl": {**_LR, "adapters.reduction_factor": Choice((8, 16, 32))},
     "lora_single": {**_LR, "adapters.r": Choice((4, 8, 16)), "adapters.dropout": Float(0.0, 0.2)},
-    "frozen": {"eval.head_lr": Float(1e-3, 1e-1, log=True)},  # its heads are all it trains, at eval.head_lr
+    "frozen": {"train.head_lr": Float(1e-3, 1e-1, log=True)},  # its heads are all it trains, at train.head_lr
     "full_ft": dict(_LR),
     "top_half_ft": dict(_LR),
     "ca_mtl": {

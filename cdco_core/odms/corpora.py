@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def odms_seed(base: int, seed: int) -> int:
+    """The seed of training seed ``seed``'s ODMS draws (the pool sample, UMAP's fit sample and initialisation, the
+    index, random negatives): ``base + seed``, where ``base`` is ``seed:`` (or ``manifold.seed`` for UMAP). Each
+    training seed gets its own draw, so the spread over seeds includes the ODMS variance; training seed 0 of a
+    profile with base 0 draws what a single-seed run always drew."""
+    return base + seed
+
+
 def clean_corpus(name: str, df: pd.DataFrame | None) -> pd.DataFrame:
     """example_id, text_a, text_b with whitespace stripped; rows whose texts are all empty are dropped.
 

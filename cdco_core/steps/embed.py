@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 
 def section(cfg: Config, node: Node) -> dict[str, Any]:
+    from cdco_core.odms.corpora import odms_seed
     from cdco_core.odms.embed import resolve_dtype
 
     role = node.params["role"]
-    pool = {"cap": cfg.embed.pool_max_rows, "seed": cfg.seed} if role == "pool" else None
+    pool = ({"cap": cfg.embed.pool_max_rows, "seed": odms_seed(cfg.seed, node.params.get("seed", 0))}
+            if role == "pool" else None)
     return {"model": model_section(cfg), "pooling": cfg.embed.pooling, "role": role, "pool": pool,
             "dtype": str(resolve_dtype(cfg.embed.dtype)).split(".")[-1]}
 
@@ -47,11 +49,13 @@ def _encoder(model_json: str, dtype_name: str) -> tuple[Any, Any]:
 def corpus(cfg: Config, node: Node, task_record: Record) -> pd.DataFrame:
     """The rows this node embeds: the task's cleaned train split (capped for the pool)."""
     from cdco_core.data import open_task
-    from cdco_core.odms.corpora import cap_rows, clean_corpus
+    from cdco_core.odms.corpora import cap_rows, clean_corpus, odms_seed
 
     task = open_task(task_record)
     frame = clean_corpus(task.name, task.splits.get("train"))
-    return cap_rows(frame, cfg.embed.pool_max_rows, cfg.seed) if node.params["role"] == "pool" else frame
+    if node.params["role"] != "pool":
+        return frame
+    return cap_rows(frame, cfg.embed.pool_max_rows, odms_seed(cfg.seed, node.params.get("seed", 0)))
 
 
 def compute(call: StepCall) -> dict[str, Any]:

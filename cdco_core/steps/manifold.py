@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 
 def section(cfg: Config, node: Node) -> dict[str, Any]:
-    return {"manifold": cfg.manifold.model_dump(mode="json")}
+    return {"manifold": cfg.manifold.model_dump(mode="json"), "umap_seed": _umap_seed(cfg, node)}
+
+
+def _umap_seed(cfg: Config, node: Node) -> int:
+    from cdco_core.odms.corpora import odms_seed
+
+    return odms_seed(cfg.manifold.seed, node.params.get("seed", 0))
 
 
 def compute(call: StepCall) -> dict[str, Any]:
@@ -33,7 +39,7 @@ def compute(call: StepCall) -> dict[str, Any]:
     frame, vecs = load_embeddings([call.inputs[i] for i in call.node.inputs])  # anchors first, in plan order
     m = call.cfg.manifold
     coords, reducer, sample, timings = fit_manifold(vecs, m.n_components, m.n_neighbors, m.min_dist,
-                                                    m.sample_size, m.seed)
+                                                    m.sample_size, _umap_seed(call.cfg, call.node))
     table = vectors_table(frame["example_id"].tolist(), frame["dataset"].tolist(), coords)
     table = table.rename_columns(["example_id", "dataset", "coords"])
     table = table.append_column("role", pa.array(frame["role"].tolist(), pa.string()))

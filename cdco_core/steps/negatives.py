@@ -24,7 +24,13 @@ NEGATIVE_COLUMNS = ["anchor_task", "anchor_id", "negative_dataset", "negative_id
 
 
 def section(cfg: Config, node: Node) -> dict[str, Any]:
-    return {"negatives": cfg.negatives.model_dump(mode="json"), "seed": cfg.seed}
+    return {"negatives": cfg.negatives.model_dump(mode="json"), "seed": _seed(cfg, node)}
+
+
+def _seed(cfg: Config, node: Node) -> int:
+    from cdco_core.odms.corpora import odms_seed
+
+    return odms_seed(cfg.seed, node.params.get("seed", 0))
 
 
 def compute(call: StepCall) -> dict[str, Any]:
@@ -43,14 +49,14 @@ def compute(call: StepCall) -> dict[str, Any]:
     anchors, pool = frame[~is_pool].reset_index(drop=True), frame[is_pool].reset_index(drop=True)
     names = sorted(pool["dataset"].unique())
     codes = pool["dataset"].map({n: i for i, n in enumerate(names)}).to_numpy()
-    n = cfg.negatives
-    index = build_index(xy[is_pool], n.index, n.ivf_nlist, n.ivf_nprobe, n.hnsw_m, cfg.seed) \
+    n, seed = cfg.negatives, _seed(cfg, call.node)
+    index = build_index(xy[is_pool], n.index, n.ivf_nlist, n.ivf_nprobe, n.hnsw_m, seed) \
         if n.mode == "manifold" else None
     sel = select_negatives(xy[~is_pool], vecs[~is_pool], xy[is_pool], vecs[is_pool], codes, n.k, n.fn_ceiling,
-                           n.per_dataset_cap, index=index, mode=n.mode, seed=cfg.seed)
+                           n.per_dataset_cap, index=index, mode=n.mode, seed=seed)
     table = negatives_table(anchors, pool, sel)
     table.to_parquet(call.out / "negatives.parquet", index=False)
-    plot_manifold(coords, table, call.out / "manifold.png", n.plot_anchors, cfg.seed)
+    plot_manifold(coords, table, call.out / "manifold.png", n.plot_anchors, seed)
     plot_distances(table, call.out / "distances.png", n.fn_ceiling)
     short = int(((sel["index"] >= 0).sum(axis=1) < n.k).sum())
     if short:

@@ -7,7 +7,8 @@ Per step::
     terms        = method.loss_terms(model, batch, stage, ctx)    # {"task": ..., "euclidean": ..., ...}
     L            = Σ_k stage.losses[k] · terms[k]
     AdamW step on the stage's parameters only (its adapter groups, + heads and projections if train_heads),
-    gradient norm clipped to train.grad_clip, lr = stage.lr · warm-up/decay factor
+    gradient norm clipped to train.grad_clip, lr = stage.lr · warm-up/decay factor (the task heads at
+    train.head_lr, default eval.head_lr, times the same factor)
 
 The bank is re-encoded at steps 0, R, 2R, ... of the stage (R = train.negative_refresh_every). A checkpoint is
 written every ``train.checkpoint_every`` steps; a stage started again resumes from its latest checkpoint and,
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from cdco_core.config import head_lr
 from cdco_core.errors import ConfigError
 from cdco_core.methods.base import LOSS_KEYS, StepContext
 from cdco_core.training import distributed
@@ -86,6 +88,22 @@ class StageInputs:
     work_dir: Path  # checkpoints of this stage
 
 
+def head_groups(groups: list[dict[str, Any]], model: Any, lr: float) -> list[dict[str, Any]]:
+    """``groups`` with the task heads' parameters moved to one group of their own at ``lr``.
+
+    Every method trains its heads at the heads' rate whatever its own groups (the warm-up/decay factor applies to
+    it as to the others); a group left empty is dropped.
+    """
+    heads = {id(p) for p in model.heads.parameters()} if hasattr(model, "heads") else set()
+    out, head_params = [], []
+    for g in groups:
+        head_params += [p for p in g["params"] if id(p) in heads]
+        rest = [p for p in g["params"] if id(p) not in heads]
+        if rest:
+            out.append({**g, "params": rest})
+    return out + ([{"params": head_params, "lr": lr}] if head_params else [])
+
+
 def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
               on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train ``model`` for one stage, resuming from the latest checkpoint in ``inp.work_dir``.
@@ -105,7 +123,7 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     if not params:
         raise ConfigError(f"train.stages.{inp.stage_index} ({stage.name}): groups {stage.groups} select no "
                           "parameter to train (and train_heads is false)")
-    groups = inp.method.param_groups(model, params, stage)
+    groups = head_groups(inp.method.param_groups(model, params, stage), model, head_lr(cfg))  # heads: own rate
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLinear(stage.warmup_steps, stage.steps))
     use_bank = bank is not None and uses_contrastive(stage) and cfg.train.n_hard_negatives > 0

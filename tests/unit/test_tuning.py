@@ -38,7 +38,7 @@ def test_every_declared_search_space_fits_the_profiles(profile):
     for method in SEARCH_SPACES:
         check_search_space(cfg, method)
     assert {"cdco", "lora_mtl", "frozen", "top_half_ft", "ca_mtl", "ego_plm"} <= set(SEARCH_SPACES)
-    assert all("eval.head_lr" in space for space in SEARCH_SPACES.values())  # every method tunes its heads' lr
+    assert all("train.head_lr" in space for space in SEARCH_SPACES.values())  # every method tunes its heads' lr
 
 
 @pytest.mark.parametrize(("space", "match"), [
@@ -109,7 +109,7 @@ def test_overrides_apply_and_the_best_settings_round_trip(tmp_path):
     cfg = load_config("smoke", best)  # every override is a valid --set
     assert cfg.train.stages[0].lr == pytest.approx(study.best_params["train.stages.0.lr"])
     path = write_best(tmp_path / "tuned.yaml", {"lora_mtl": best})
-    write_best(path, {"frozen": ["eval.head_lr=0.01"]})  # merged, not replaced
-    assert read_tuned(path, ["lora_mtl", "frozen"]) == {"frozen": ["eval.head_lr=0.01"], "lora_mtl": best}
+    write_best(path, {"frozen": ["train.head_lr=0.01"]})  # merged, not replaced
+    assert read_tuned(path, ["lora_mtl", "frozen"]) == {"frozen": ["train.head_lr=0.01"], "lora_mtl": best}
     with pytest.raises(InputError, match=r"unknown method\(s\) \['frozen'\]"):
         read_tuned(path, ["lora_mtl"])

@@ -14,7 +14,7 @@ from pathlib import Path
 def cheap_score(overrides: list[str]) -> float:
     """Deterministic, distinct per setting: best near lr 3e-4, head lr 1e-2, r 16."""
     values = dict(o.split("=", 1) for o in overrides)
-    lr, head_lr, r = float(values["train.stages.0.lr"]), float(values["eval.head_lr"]), int(values["adapters.r"])
+    lr, head_lr, r = float(values["train.stages.0.lr"]), float(values["train.head_lr"]), int(values["adapters.r"])
     return -abs(math.log10(lr) + 3.5) - abs(math.log10(head_lr) + 2.0) + r / 100.0
 
 

@@ -4,11 +4,12 @@
     bottleneck_mtl  shared bottleneck adapters in every layer, all tasks
     lora_single     one LoRA adapter set per ID task; a batch (one task) trains its task's set. Without a task id
                     (OOD/KI evaluation) the largest ID task's set is used.
-    frozen          frozen encoder, task heads only: a linear probe, trained at ``eval.head_lr`` (the rate the
-                    evaluation gives every fresh head) for the same step budget. At adapter rates (~1e-3) a probe on
+    frozen          frozen encoder, task heads only: a linear probe, trained at the heads' rate (``train.head_lr``,
+                    default ``eval.head_lr``, the rate the evaluation gives every fresh head; every method's heads
+                    train at it) for the same step budget. At adapter rates (~1e-3) a probe on
                     MiniLM's unit-norm embeddings barely leaves the class prior: sms_spam stayed at the majority class
     full_ft         every encoder weight trained; the encoder's lr is stage lr x FULL_FT_LR_SCALE (adapter
-                    learning rates of ~1e-3 wreck a pre-trained encoder), heads keep the stage lr
+                    learning rates of ~1e-3 wreck a pre-trained encoder), heads at the heads' rate
     top_half_ft     the upper half of the encoder's layers trained (the lower ⌊L/2⌋ and the embeddings frozen, as
                     CA-MTL freezes them), no task conditioning: CA-MTL's capacity without its conditional modules.
                     Encoder lr = stage lr x TOP_HALF_LR_SCALE (CA-MTL's default encoder_lr_scale), heads the stage lr
@@ -57,8 +58,10 @@ class Frozen(Method):
     adapter_type = "none"
 
     def stages(self, cfg: Config) -> list[StageConfig]:
-        """The default one-stage schedule at the probe rate ``cfg.eval.head_lr``."""
-        return [s.model_copy(update={"lr": cfg.eval.head_lr}) for s in super().stages(cfg)]
+        """The default one-stage schedule at the heads' rate (``train.head_lr``, default ``eval.head_lr``)."""
+        from cdco_core.config import head_lr
+
+        return [s.model_copy(update={"lr": head_lr(cfg)}) for s in super().stages(cfg)]
 
 
 class FullFT(Method):

@@ -21,12 +21,12 @@ from cdco_core.steps.negatives import NEGATIVE_COLUMNS
 
 def negatives_step(cfg) -> dict:
     """Run CDCO's negatives node and what it reads; {node id: record}."""
-    return run_plan(build_plan(cfg, ["cdco"], [0]), targets=["negatives"])
+    return run_plan(build_plan(cfg, ["cdco"], [0]), targets=["negatives[seed0]"])
 
 
 def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
     done = negatives_step(smoke_cfg)
-    res = done["negatives"]
+    res = done["negatives[seed0]"]
     neg = pd.read_parquet(res.path("negatives.parquet"))
     assert list(neg.columns) == NEGATIVE_COLUMNS
     tasks = {t.name: t for t in load_tasks(smoke_cfg.data)}
@@ -44,7 +44,7 @@ def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
 
     again = negatives_step(smoke_cfg)
     assert all(r.cached for n, r in again.items() if not n.startswith("prepare["))
-    assert again["negatives"].digest == res.digest
+    assert again["negatives[seed0]"].digest == res.digest
 
 
 def _extra_ood(tmp_path: Path) -> list[str]:
@@ -56,11 +56,11 @@ def _extra_ood(tmp_path: Path) -> list[str]:
 
 def test_strict_mode_excludes_the_named_domains(tmp_path):
     both = negatives_step(load_profile("smoke", _extra_ood(tmp_path)))
-    assert set(pd.read_parquet(both["negatives"].path("negatives.parquet"))["negative_dataset"]) == {"bio", "imdb"}
+    assert set(pd.read_parquet(both["negatives[seed0]"].path("negatives.parquet"))["negative_dataset"]) == {"bio", "imdb"}
     strict = negatives_step(load_profile("smoke", [*_extra_ood(tmp_path), "negatives.strict_exclude=[imdb]"]))
-    assert set(pd.read_parquet(strict["negatives"].path("negatives.parquet"))["negative_dataset"]) == {"bio"}
+    assert set(pd.read_parquet(strict["negatives[seed0]"].path("negatives.parquet"))["negative_dataset"]) == {"bio"}
     assert "embed[imdb]" not in strict
-    coords = pd.read_parquet(strict["manifold"].path("coords.parquet"), columns=["dataset"])
+    coords = pd.read_parquet(strict["manifold[seed0]"].path("coords.parquet"), columns=["dataset"])
     assert "imdb" not in set(coords["dataset"])  # out of the pool entirely, not just filtered at the end
 
 

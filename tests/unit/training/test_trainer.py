@@ -86,3 +86,25 @@ def test_contrastive_stage_with_bank_runs(smoke_cfg, id_tasks, tmp_path):
     assert all(h["euclidean"] > 0 and h["poincare"] > 0 for h in hist)
     assert all(0.0 <= h["coverage"] <= 1.0 for h in hist)
     assert not torch.equal(before, model.poincare_proj.linear.weight)
+
+
+@pytest.mark.parametrize("name", ["lora_mtl", "full_ft", "ca_mtl", "frozen"])
+def test_heads_train_at_the_heads_rate_in_every_method(smoke_cfg, id_tasks, name):
+    # issue 13: every method's heads get train.head_lr (default eval.head_lr), whatever its own groups
+    from cdco_core.config import head_lr
+    from cdco_core.methods import get_method
+    from cdco_core.training.trainer import head_groups
+
+    cfg = smoke_cfg.model_copy(update={"train": smoke_cfg.train.model_copy(update={"head_lr": 0.0123})})
+    method = get_method(name, cfg)
+    model, _ = method.build_model(method.configure(cfg), id_tasks)
+    stage = method.stages(cfg)[0]
+    model.set_trainable(list(stage.groups), stage.train_heads)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = head_groups(method.param_groups(model, params, stage), model, head_lr(cfg))
+    heads = {id(p) for p in model.heads.parameters()}
+    head_group = [g for g in groups if any(id(p) in heads for p in g["params"])]
+    assert len(head_group) == 1 and head_group[0]["lr"] == 0.0123
+    assert {id(p) for p in head_group[0]["params"]} == heads  # every head parameter, nothing else
+    assert sum(len(g["params"]) for g in groups) == len(params)  # nothing lost or doubled
+    assert head_lr(smoke_cfg) == smoke_cfg.eval.head_lr  # unset: the probe's rate
