@@ -136,10 +136,17 @@ def compute(call: StepCall) -> dict[str, Any]:
     hist = result["history"]
     tail = hist[-max(1, len(hist) // 5):]
     save_file(model.trainable_state_dict(), str(call.out / "weights.safetensors"))
+    before = _cost_so_far(previous[0] if previous else None)
     summary = {"steps": stage.steps, "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"],
                "mean_loss_last_20pct": sum(r["loss"] for r in tail) / len(tail),
-               "trainable_parameters": result["trainable_parameters"]}
-    timings = {"resumed_from": result["resumed_from"], "seconds": result["seconds"]}  # how it ran, not what
+               "trainable_parameters": result["trainable_parameters"], "trainable_numel": result["trainable_numel"],
+               # the method so far (this stage and every one before it): what the comparison table reports
+               "steps_total": before["steps_total"] + stage.steps,
+               "trainable_numel_max": max(before["trainable_numel_max"], result["trainable_numel"])}
+    timed = stage.steps - (result["resumed_from"] or 0)  # steps this process ran (a resumed stage ran fewer)
+    timings = {"resumed_from": result["resumed_from"], "seconds": result["seconds"],  # how it ran, not what
+               "seconds_total": before["seconds_total"] + result["seconds"],
+               "timed_steps_total": before["timed_steps_total"] + timed}
     write_json(timings, call.out / "timings.json")
     meta = {"method": node.method, "seed": seed, "stage": stage.model_dump(mode="json"), "index": i,
             "metrics": metrics, "train": summary, "history": hist,
@@ -150,6 +157,31 @@ def compute(call: StepCall) -> dict[str, Any]:
     write_json(meta, call.out / "meta.json")
     return {"method": node.method, "seed": seed, "stage": stage.name, "index": i, "metrics": metrics,
             "train": {**summary, **timings}, "weights_sha256": meta["weights_sha256"]}
+
+
+def _cost_so_far(previous: Record | None) -> dict[str, float]:
+    """Steps, largest trainable size, and measured seconds over timed steps of the stages before this one (read from
+    the previous stage's verified meta.json and timings.json; zeros for the first stage)."""
+    import json
+
+    if previous is None:
+        return {"steps_total": 0, "trainable_numel_max": 0, "seconds_total": 0.0, "timed_steps_total": 0}
+    train = json.loads(previous.path("meta.json").read_text(encoding="utf-8"))["train"]
+    timings = json.loads(previous.path("timings.json").read_text(encoding="utf-8"))
+    return {"steps_total": train["steps_total"], "trainable_numel_max": train["trainable_numel_max"],
+            "seconds_total": timings["seconds_total"], "timed_steps_total": timings["timed_steps_total"]}
+
+
+def method_cost(final: Record) -> dict[str, Any]:
+    """A trained method's size and measured speed, from its last stage: trainable scalars (the largest stage's),
+    total steps, and seconds per step over the steps this machine timed (a resumed stage counts the steps it ran)."""
+    import json
+
+    train = json.loads(final.path("meta.json").read_text(encoding="utf-8"))["train"]
+    timings = json.loads(final.path("timings.json").read_text(encoding="utf-8"))
+    timed = timings["timed_steps_total"]
+    return {"trainable_parameters": train["trainable_numel_max"], "steps": train["steps_total"],
+            "seconds_per_step": timings["seconds_total"] / timed if timed else None}
 
 
 def load_trained(cfg: Config, method_name: str, seed: int, final: Record, tasks: list[Any]) -> tuple[Any, Any]:

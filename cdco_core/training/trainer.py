@@ -109,8 +109,8 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     """Train ``model`` for one stage, resuming from the latest checkpoint in ``inp.work_dir``.
 
     Returns:
-        {"history": [{"step", "loss", <term>: value, "lr", "coverage"?}], "trainable_parameters", "resumed_from",
-         "seconds"}
+        {"history": [{"step", "loss", <term>: value, "lr", "coverage"?}], "trainable_parameters" (tensors),
+         "trainable_numel" (scalars), "resumed_from", "seconds"}
 
     Raises:
         ConfigError: the stage's groups select no parameter, or it weights a term the method lacks.
@@ -141,7 +141,8 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     with torch.jit.optimized_execution(False):
         history = _loop(model, source, bank if use_bank else None, inp, optimizer, scheduler, params, start,
                         history, on_step)
-    return {"history": history, "trainable_parameters": len(names), "resumed_from": resumed,
+    return {"history": history, "trainable_parameters": len(names),
+            "trainable_numel": sum(p.numel() for p in params), "resumed_from": resumed,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
