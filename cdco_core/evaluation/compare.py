@@ -1,12 +1,15 @@
 """The comparison report: every method x seed on the same splits, one table, a paired bootstrap, plots.
 
 Files written by :func:`write_report` (the ``report`` step):
-    comparison.csv      long form: method, seed, task, kind, metric, value. Per-task rows carry every metric
-                        that fits the task; rows with task "average" carry the kind averages (kind ID, OOD,
-                        KI or overall; metric "main" = the mean of the per-task main metrics).
-    comparison.md       rows = methods, columns = each task's main metric and the ID/OOD/KI/overall averages,
-                        cells "mean ± sd" over seeds (sample sd, n-1); then the bootstrap table
-                        (reference method minus each other method, per task, per kind and overall).
+    comparison.csv      long form: method, seed, task, kind, metric, value. Per-entry rows (a task at a probe
+                        budget, ``task.n256``, or a zero-shot pair) carry every metric that fits; rows with task
+                        "average" carry the scopes (kind = scope name: ID, OOD, KI, overall, OOD_unseen.n256,
+                        zero_shot, primary, ...; metric "main"); rows with task "cost" carry trainable_parameters
+                        and seconds_per_step.
+    comparison.md       the endpoints table (rows = methods, columns = scopes + size and speed), then per-entry
+                        tables (ID; OOD and KI at each budget; zero-shot), cells "mean ± sd" over seeds (sample
+                        sd, n-1); then the paired bootstrap of every method against ``lora_mtl`` and against the
+                        best baseline (highest mean primary endpoint), per scope (per entry in bootstrap.csv).
     kinds.png           grouped bars by kind, one bar per method (error bars = sd over seeds).
     deltas.png          per-task difference of seed means against ``cfg.eval.baseline_for_deltas``.
     bootstrap.csv       the bootstrap table in long form; results.json: everything returned, as JSON.
@@ -24,12 +27,27 @@ import pandas as pd
 from cdco_core.config import Config
 from cdco_core.evaluation.bootstrap import PairedTask, bootstrap_replicates, summarize
 from cdco_core.evaluation.metrics import METRIC_FUNCS
-from cdco_core.evaluation.scoring import KINDS
+from cdco_core.evaluation.scoring import ENTRY_KINDS, FULL, KINDS, scopes
 from cdco_core.io import write_json, write_text
 
 AVERAGE_TASK = "average"
-SCOPES = (*KINDS, "overall")
-REFERENCE = "cdco"  # the method the bootstrap tests against every other, when it is in the comparison
+COST_TASK = "cost"
+COST_COLUMNS = {"trainable_parameters": "trainable params", "seconds_per_step": "s/step"}
+REFERENCE = "cdco"  # the method the bootstrap tests when no baseline is in the comparison
+PRIMARY_COMPARATOR = "lora_mtl"
+# columns of the endpoints table, in this order where present (the primary endpoint and its terms first)
+ENDPOINT_ORDER = ("primary", "ID", "OOD_unseen", "KI", "OOD_seen", "zero_shot", "OOD", "overall")
+
+
+def entries_of(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An evaluation's entries with their kind, budget and OOD protocol (older results: every task at full)."""
+    return result.get("entries") or {t: {"task": t, "kind": k, "budget": FULL, "ood_protocol": None}
+                                     for t, k in result["kinds"].items()}
+
+
+def report_scopes(result: dict[str, Any], cfg: Config) -> dict[str, list[list[str]]]:
+    """Scope name -> groups of entries, from one evaluation (every evaluation of a comparison has the same)."""
+    return scopes(entries_of(result), sorted(cfg.eval.probe_budgets))
 
 
 # ------------------------------------------------------------------------------------------ table
@@ -41,6 +59,8 @@ def long_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
             rows += [(r["method"], r["seed"], task, r["kinds"][task], m, v) for m, v in ms.items()]
         rows += [(r["method"], r["seed"], AVERAGE_TASK, k, "main", v) for k, v in r["averages"].items()
                  if v is not None]
+        rows += [(r["method"], r["seed"], COST_TASK, COST_TASK, m, v) for m, v in (r.get("cost") or {}).items()
+                 if m in COST_COLUMNS and v is not None]
     return pd.DataFrame(rows, columns=["method", "seed", "task", "kind", "metric", "value"])
 
 
@@ -52,26 +72,46 @@ def _cell(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
+Numbers = dict[str, dict[str, dict[str, float]]]  # method -> column -> {"mean", "sd", "n"}
+
+
 def summary_table(long: pd.DataFrame, methods: list[str], main_metric: dict[str, str],
-                  kinds: dict[str, str]) -> tuple[pd.DataFrame, dict[str, dict[str, dict[str, float]]]]:
-    """Rows = methods; columns = ``task (metric)`` for each task's main metric, then the kind averages.
+                  scope_names: list[str] | dict[str, str]) -> tuple[pd.DataFrame, Numbers]:
+    """Rows = methods; columns = ``entry (metric)`` for each entry's main metric, then the scopes, then size and
+    speed where recorded.
+
+    Args:
+        scope_names: the scopes to show, in order (a dict entry -> kind is accepted: its kinds present, then
+            "overall", as before scopes existed).
 
     Returns:
         (table of "mean ± sd" strings, numbers: method -> column -> {"mean", "sd", "n"})
     """
-    scopes = [k for k in KINDS if k in kinds.values()] + ["overall"]
+    if isinstance(scope_names, dict):
+        scope_names = [k for k in KINDS if k in scope_names.values()] + ["overall"]
     columns = [(f"{t} ({m})", (long.task == t) & (long.metric == m)) for t, m in main_metric.items()]
-    columns += [(k, (long.task == AVERAGE_TASK) & (long.kind == k)) for k in scopes]
+    columns += [(k, (long.task == AVERAGE_TASK) & (long.kind == k)) for k in scope_names]
+    columns += [(label, (long.task == COST_TASK) & (long.metric == m)) for m, label in COST_COLUMNS.items()
+                if ((long.task == COST_TASK) & (long.metric == m)).any()]
     cells, numbers = {}, {}
     for method in methods:
         mine = long.method == method
         cells[method], numbers[method] = {}, {}
         for name, sel in columns:
             v = long.loc[mine & sel, "value"]
-            cells[method][name] = _cell(v)
+            cells[method][name] = _cost_cell(name, v) if name in COST_COLUMNS.values() else _cell(v)
             numbers[method][name] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
                                      "n": len(v)}
     return pd.DataFrame.from_dict(cells, orient="index").rename_axis("method"), numbers
+
+
+def _cost_cell(name: str, values: pd.Series) -> str:
+    if len(values) == 0:
+        return "–"
+    if name == COST_COLUMNS["trainable_parameters"]:
+        n = values.mean()
+        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+    return f"{values.mean():.2f}"
 
 
 # -------------------------------------------------------------------------------------- bootstrap
@@ -96,25 +136,56 @@ def _paired_task(preds: dict[tuple[str, int], pd.DataFrame], task: str, metric: 
 
 
 def bootstrap_table(preds: dict[tuple[str, int], pd.DataFrame], reference: str, others: list[str],
-                    seeds: list[int], main_metric: dict[str, str], kinds: dict[str, str], samples: int,
+                    seeds: list[int], main_metric: dict[str, str], scope_groups: dict[str, Any], samples: int,
                     seed: int) -> pd.DataFrame:
-    """reference - other, per task, per kind and overall (formulas in :mod:`cdco_core.evaluation.bootstrap`)."""
+    """``reference`` − each of ``others``, per entry and per scope (formulas in
+    :mod:`cdco_core.evaluation.bootstrap`). A scope's replicate is the mean over its groups of each group's mean
+    entry delta (the primary endpoint: the mean of its three kinds' replicates).
+
+    Args:
+        scope_groups: scope -> groups of entries (:func:`~cdco_core.evaluation.scoring.scopes`); a dict
+            entry -> kind is accepted (one group per kind, and "overall").
+    """
     tasks = list(main_metric)
+    if scope_groups and all(isinstance(v, str) for v in scope_groups.values()):  # entry -> kind
+        kinds = scope_groups
+        scope_groups = {k: [[t for t in tasks if kinds[t] == k]] for k in KINDS}
+        scope_groups["overall"] = [tasks]
+    col = {t: j for j, t in enumerate(tasks)}
     rows = []
     for other in others:
         paired = [_paired_task(preds, t, main_metric[t], reference, other, seeds) for t in tasks]
         observed, reps = bootstrap_replicates(paired, samples, seed)  # (T,), (B, T)
-        scopes = [(t, main_metric[t], [j]) for j, t in enumerate(tasks)]
-        scopes += [(k, "main", [j for j, t in enumerate(tasks) if kinds[t] == k]) for k in KINDS]
-        scopes += [("overall", "main", list(range(len(tasks))))]
-        for scope, metric, cols in scopes:
-            if not cols:
+        scoped = [(t, main_metric[t], [[t]]) for t in tasks]
+        scoped += [(name, "main", groups) for name, groups in scope_groups.items()]
+        for scope, metric, groups in scoped:
+            groups = [[col[t] for t in g if t in col] for g in groups]
+            groups = [g for g in groups if g]
+            if not groups:
                 continue
-            n = sum(len(paired[j].y_true) for j in cols)
-            res = summarize(float(observed[cols].mean()), reps[:, cols].mean(axis=1), n)
+            n = sum(len(paired[j].y_true) for g in groups for j in g)
+            obs = float(np.mean([observed[g].mean() for g in groups]))
+            rep = np.mean([reps[:, g].mean(axis=1) for g in groups], axis=0)
+            res = summarize(obs, rep, n)
             rows.append({"reference": reference, "baseline": other, "scope": scope, "metric": metric,
                          **res.as_dict()})
     return pd.DataFrame(rows)
+
+
+def comparators(methods: list[str], numbers: Numbers) -> list[str]:
+    """The methods every other is tested against: ``lora_mtl`` and the best baseline (highest mean primary
+    endpoint over seeds, or overall where there is no primary) when they are in the comparison; else the
+    reference method (``cdco``, or the first)."""
+    from cdco_core.methods.baselines.method import BASELINES
+
+    out = [PRIMARY_COMPARATOR] if PRIMARY_COMPARATOR in methods else []
+    baselines = [m for m in methods if m in BASELINES]
+    if baselines:
+        score = "primary" if "primary" in numbers[baselines[0]] else "overall"
+        best = max(baselines, key=lambda m: numbers[m][score]["mean"])
+        if best not in out:
+            out.append(best)
+    return out or [REFERENCE if REFERENCE in methods else methods[0]]
 
 
 # ---------------------------------------------------------------------------------------- markdown
@@ -125,12 +196,13 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _bootstrap_md(boot: pd.DataFrame) -> str:
+def _bootstrap_md(boot: pd.DataFrame, scope_names: list[str]) -> str:
     if boot.empty:
         return "_No bootstrap: the comparison has a single method._"
+    boot = boot[boot.scope.isin(scope_names)]
     view = pd.DataFrame({
-        "baseline": boot.baseline, "scope": boot.scope, "metric": boot.metric,
-        "Δ (ref − baseline)": boot.delta.map("{:+.3f}".format),
+        "method": boot.reference, "vs": boot.baseline, "scope": boot.scope,
+        "Δ (method − vs)": boot.delta.map("{:+.3f}".format),
         "95% CI": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(boot.ci_low, boot.ci_high, strict=True)],
         "p": boot.p_value.map(lambda p: "n/a" if np.isnan(p) else f"{p:.3f}"),
         "examples": boot.examples,
@@ -138,28 +210,61 @@ def _bootstrap_md(boot: pd.DataFrame) -> str:
     return _md_table(view)
 
 
+def _sections(table: pd.DataFrame, entries: dict[str, dict[str, Any]], main_metric: dict[str, str],
+              scope_names: list[str]) -> list[tuple[str, list[str]]]:
+    """(title, columns) of comparison.md's tables: endpoints with size and speed, then entries by kind."""
+    cost = [c for c in COST_COLUMNS.values() if c in table.columns]
+    first = [c for c in ENDPOINT_ORDER if c in scope_names]
+    budgets = [c for c in scope_names if c not in first]
+    out = [("Endpoints (docs/methods.md)", first + cost)]
+    if budgets:
+        out.append(("Scopes at each probe budget", budgets))
+    titles = {"ID": "ID tasks (trained heads)", "OOD": "OOD tasks (fresh-head probe; .nN = N labels)",
+              "KI": "KI tasks (fresh-head probe; .nN = N labels)", "ZS": "Zero-shot transfer (accuracy)"}
+    for kind in ENTRY_KINDS:
+        cols = [f"{e} ({main_metric[e]})" for e, m in entries.items() if m["kind"] == kind]
+        if cols:
+            out.append((titles[kind], cols))
+    return out
+
+
 def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFrame, seeds: list[int],
-                   protocol: dict[str, str], reference: str | None, plots: list[str], wall_s: float) -> Path:
-    """Write comparison.md: how it was measured, the table, the bootstrap table, protocol notes, plots, wall time."""
+                   protocol: dict[str, str], comparators_: list[str], plots: list[str], wall_s: float,
+                   sections: list[tuple[str, list[str]]] | None = None,
+                   scope_names: list[str] | None = None) -> Path:
+    """Write comparison.md: how it was measured, the tables, the bootstrap table, protocol notes, plots, wall time."""
+    sections = sections or [("Results", list(table.columns))]
+    if scope_names is None:
+        scope_names = sorted(set(boot.scope)) if not boot.empty else []
+    budgets = ", ".join(str(b) for b in sorted(cfg.eval.probe_budgets))
     lines = [
         f"# Comparison: profile `{cfg.profile}`",
         "",
-        f"Seeds {seeds}; every method on the same splits and seeds. Cells: main metric per task, mean ± sd over "
-        "seeds (sample sd); ID/OOD/KI = mean of the kind's per-task main metrics; overall = mean over all tasks.",
+        f"Seeds {seeds}; every method on the same splits and seeds. Cells: main metric, mean ± sd over seeds "
+        "(sample sd). Scopes average entries: ID/OOD/KI = mean of the kind's main metrics (OOD/KI at the full "
+        "probe split), overall = mean over all those tasks, `.nN` = the probe with N labels, primary = (ID + "
+        "OOD_unseen + KI) / 3 at the smallest budget (docs/methods.md, \"Endpoints\").",
         "ID tasks: the method's trained heads on the eval split. OOD/KI tasks: a fresh linear head on frozen "
         f"features (task_ids=None), {cfg.eval.head_epochs} epochs, lr {cfg.eval.head_lr}, batch "
-        f"{cfg.eval.head_batch_size}, seeded (docs/methods.md, \"Evaluation protocol\").",
+        f"{cfg.eval.head_batch_size}, seeded, on the full capped train split"
+        + (f" and on stratified samples of {budgets} rows" if budgets else "")
+        + " (docs/methods.md, \"Evaluation protocol\"). trainable params: the largest stage's; s/step: measured "
+        "seconds per training step on this machine (a run note, noisy under load).",
         "",
-        _md_table(table.reset_index()),
-        "",
-        f"## Paired bootstrap: {reference or '–'} against each baseline",
+    ]
+    for title, cols in sections:
+        cols = [c for c in cols if c in table.columns]
+        if cols:
+            lines += [f"## {title}", "", _md_table(table[cols].reset_index()), ""]
+    lines += [
+        f"## Paired bootstrap: every method against {' and '.join(comparators_) or '–'}",
         "",
         f"{cfg.eval.bootstrap_samples} resamples of examples (paired across methods and seeds); two-sided p-value "
-        "(shift method); percentile 95% CI of the difference.",
+        "(shift method); percentile 95% CI of the difference. Per scope here; per entry in bootstrap.csv.",
         "",
-        _bootstrap_md(boot),
+        _bootstrap_md(boot, scope_names),
         "",
-        "## Protocol per task",
+        "## Protocol per entry",
         "",
         *[f"- {t}: {p}" for t, p in protocol.items()],
         "",
@@ -197,39 +302,49 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
 
     Returns:
         {"csv", "md", "plots": [...] (file names in ``out``), "table": [{method, column: "mean ± sd"}], "numbers",
-         "bootstrap", "methods", "seeds", "wall_s"}
+         "bootstrap", "comparators", "methods", "seeds", "wall_s"}
     """
     from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
 
     first = results[0]
-    order = sorted(first["kinds"], key=lambda t: KINDS.index(first["kinds"][t]))  # by kind, then as configured
+    entries = entries_of(first)
+    order = sorted(entries, key=lambda t: ENTRY_KINDS.index(entries[t]["kind"]))  # by kind, then as evaluated
+    entries = {t: entries[t] for t in order}
     main_metric = {t: first["main_metric"][t] for t in order}
-    kinds = {t: first["kinds"][t] for t in order}
+    groups = report_scopes(first, cfg)
+    scope_names = list(groups)
     protocol = _protocol_notes(results, order)
 
     long = long_frame(results)
-    table, numbers = summary_table(long, methods, main_metric, kinds)
+    table, numbers = summary_table(long, methods, main_metric, scope_names)
     preds = {(r["method"], r["seed"]): pd.read_parquet(r["predictions"]) for r in results}
-    reference = REFERENCE if REFERENCE in methods else methods[0]
-    boot = bootstrap_table(preds, reference, [m for m in methods if m != reference], seeds, main_metric, kinds,
-                           cfg.eval.bootstrap_samples, cfg.seed)
+    against = comparators(methods, numbers)
+    pairs: list[tuple[str, str]] = []
+    for c in against:
+        pairs += [(m, c) for m in methods if m != c and (c, m) not in pairs]  # a mirrored pair says nothing new
+    frames = [bootstrap_table(preds, m, [c], seeds, main_metric, groups, cfg.eval.bootstrap_samples, cfg.seed)
+              for m, c in pairs]
+    boot = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     csv_path = out / "comparison.csv"
     write_text(long.to_csv(index=False), csv_path)
     write_text(boot.to_csv(index=False), out / "bootstrap.csv")
+    kinds = {t: m["kind"] for t, m in entries.items()}
     plots = _write_plots(out, cfg, numbers, methods, main_metric, kinds, plot_kind_bars, plot_task_deltas)
     wall = time.perf_counter() - t0
-    md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, reference, plots, wall)
+    md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, against, plots, wall,
+                             _sections(table, entries, main_metric, scope_names), scope_names)
     result = {"csv": csv_path.name, "md": md_path.name, "plots": [Path(p).name for p in plots],
               "table": table.reset_index().to_dict(orient="records"), "numbers": numbers,
-              "bootstrap": boot.to_dict(orient="records"), "methods": methods, "seeds": seeds,
-              "wall_s": round(wall, 2)}
+              "bootstrap": boot.to_dict(orient="records"), "comparators": against, "methods": methods,
+              "seeds": seeds, "wall_s": round(wall, 2)}
     write_json(result, out / "results.json")
     return result
 
 
 def _write_plots(out: Path, cfg: Config, numbers, methods, main_metric, kinds, kind_bars, task_deltas) -> list[str]:
     scopes = [k for k in KINDS if k in kinds.values()] + ["overall"]
+    scopes += [k for k in ("primary",) if k in numbers[methods[0]]]
     means = {m: {k: numbers[m][k]["mean"] for k in scopes} for m in methods}
     sds = {m: {k: numbers[m][k]["sd"] for k in scopes} for m in methods}
     from cdco_core.evaluation.plots import method_colors

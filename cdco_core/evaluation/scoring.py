@@ -1,12 +1,23 @@
-"""How a trained method is scored on every configured task (the ``evaluate`` step calls :func:`evaluate_model`).
+"""How a trained method is scored (the ``evaluate`` step calls :func:`evaluate_model`).
 
-Protocol (docs/methods.md, "Evaluation protocol"):
+Protocol (docs/methods.md, "Evaluation protocol" and "Benchmark"):
     ID tasks       the training mixture; the method's own trained head on the task's eval split.
-    OOD, KI tasks  never trained on; features from ``model.encode(..., task_ids=None)`` (frozen encoder +
-                   the method's adapters), a fresh linear head trained on the task's train split with the
-                   fixed budget of ``cfg.eval`` and the evaluation seed, scored on the eval split.
-Per task: every metric that fits its type, main metric first; averages of the main metric per kind and
-overall. Per-example predictions are kept for the paired bootstrap.
+    OOD, KI tasks  never trained on; features from ``model.encode(..., task_ids=None)`` (frozen encoder + the
+                   method's adapters), a fresh linear head trained on the task's train split with the fixed budget
+                   of ``cfg.eval`` and the evaluation seed, scored on the eval split. With ``eval.probe_budgets``
+                   the head is also trained on a seeded, stratified sample of N train rows (entry ``task.nN``);
+                   the plain ``task`` entry is the full (capped) train split. Tasks with ``probe: false`` (pool
+                   only) are not scored.
+    zero-shot      ``eval.zero_shot``: an ID task's trained head applied unchanged to another task's eval split
+                   (entry ``source_to_target``, kind ZS, accuracy).
+
+An *entry* is one scored column: a task at one budget, or a zero-shot pair. Per entry: every metric that fits its
+type, main metric first, and per-example predictions for the paired bootstrap. *Scopes* (:func:`scopes`) average
+entries: ID, OOD, KI and overall at the full budget (as before budgets existed), OOD_seen / OOD_unseen, the same at
+each budget (``OOD_unseen.n256``), zero_shot, and the primary endpoint.
+
+``split="dev"`` scores what settings may be chosen on (``cdco tune``): the ID tasks' dev split (carved from train,
+``data.dev_fraction``) and the seen-domain OOD tasks' validation split; never a reported split.
 """
 
 from __future__ import annotations
@@ -18,20 +29,33 @@ import numpy as np
 import pandas as pd
 
 from cdco_core.config import Config
+from cdco_core.errors import InputError
 from cdco_core.evaluation.features import split_features
-from cdco_core.evaluation.heads import HeadBudget, train_head
-from cdco_core.evaluation.metrics import score_task
+from cdco_core.evaluation.heads import HeadBudget
+from cdco_core.evaluation.metrics import METRIC_FUNCS, score_task
 
 KINDS = ("ID", "OOD", "KI")
+ENTRY_KINDS = (*KINDS, "ZS")  # ZS: zero-shot transfer entries
+FULL = "full"
+
+
+def budget_entry(task: str, budget: str) -> str:
+    """The entry name of ``task`` probed at ``budget`` ("full" -> the task's own name, "256" -> "task.n256")."""
+    return task if budget == FULL else f"{task}.n{budget}"
+
+
+def zero_shot_entry(source: str, target: str) -> str:
+    return f"{source}_to_{target}"
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def _predict_with_trained_head(model, tokenizer, task, cfg: Config, model_digest: str) -> tuple[np.ndarray, ...]:
-    """ID task: the method's own head on the eval split. Returns (example_ids, labels, predictions)."""
+def _predict_with_trained_head(model, tokenizer, task, cfg: Config, model_digest: str,
+                               split: str) -> tuple[np.ndarray, ...]:
+    """ID task: the method's own head on ``split``. Returns (example_ids, labels, predictions)."""
     import torch
 
     tid = list(model.task_names).index(task.name)
-    f, _ = split_features(model, tokenizer, task, task.eval_split, model_digest=model_digest,
+    f, _ = split_features(model, tokenizer, task, split, model_digest=model_digest,
                           max_length=cfg.model.max_length, batch_size=cfg.eval.batch_size, task_id=tid)
     x = torch.as_tensor(f.x.reshape(-1, f.x.shape[-1]), dtype=torch.float32)  # (N, H) or (N*C, H)
     model.eval()
@@ -48,14 +72,82 @@ def _predict_with_trained_head(model, tokenizer, task, cfg: Config, model_digest
     return f.example_ids, f.labels, pred
 
 
-def _predict_with_fresh_head(model, tokenizer, task, cfg: Config, seed: int, model_digest: str):
-    """OOD/KI task: features with task_ids=None, a fresh head on train, predictions on the eval split."""
+def _probe(model, tokenizer, task, cfg: Config, seed: int, model_digest: str, split: str,
+           budgets: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """OOD/KI task: features with task_ids=None, a fresh head per label budget and on the full train split,
+    predictions on ``split``. Returns (example_ids, labels, {budget name: predictions})."""
+    from cdco_core.evaluation.protocols import probe_at_budgets
+
     common = {"model_digest": model_digest, "max_length": cfg.model.max_length, "batch_size": cfg.eval.batch_size}
     tr, _ = split_features(model, tokenizer, task, "train", **common)
-    ev, _ = split_features(model, tokenizer, task, task.eval_split, **common)
-    head = train_head(task.spec.type, tr.x, tr.labels, budget=HeadBudget.from_eval(cfg.eval), seed=seed,
-                      num_labels=task.num_labels, mask=tr.mask)
-    return ev.example_ids, ev.labels, head.predict(ev.x, ev.mask)
+    ev, _ = split_features(model, tokenizer, task, split, **common)
+    preds = probe_at_budgets(task.spec.type, tr, ev, budgets, head=HeadBudget.from_eval(cfg.eval), seed=seed,
+                             num_labels=task.num_labels)
+    return ev.example_ids, ev.labels, preds
+
+
+def scored_split(task, split: str) -> str | None:
+    """The split a task is scored on: ``"report"`` -> its eval split; ``"dev"`` -> an ID task's dev split, a seen
+    OOD task's validation split, None for every other task (not scored while tuning)."""
+    if split == "report":
+        return task.eval_split if (task.spec.kind == "ID" or task.spec.probe) else None
+    if task.spec.kind == "ID":
+        return "dev"
+    if task.spec.kind == "OOD" and task.spec.ood_protocol == "seen" and task.spec.probe:
+        return "validation"
+    return None
+
+
+def check_dev_splits(tasks: list) -> None:
+    """Refuse tuning when a task it scores has no such split (before any training).
+
+    Raises:
+        InputError: an ID task without a dev split (``data.dev_fraction`` is 0) or a seen OOD task without a
+            validation split; names the task.
+    """
+    for t in tasks:
+        want = scored_split(t, "dev")
+        if want and (want not in t.splits or len(t.splits[want]) == 0):
+            fix = "set data.dev_fraction > 0 (e.g. 0.1)" if want == "dev" else "give it a validation split"
+            raise InputError(f"tuning scores task {t.name!r} on its {want!r} split, which it does not have; {fix}")
+
+
+def scopes(entries: dict[str, dict[str, Any]], budgets: list[int]) -> dict[str, list[list[str]]]:
+    """Scope name -> groups of entries; a scope's value is the mean over its groups of each group's mean.
+
+    Args:
+        entries: entry -> {"kind", "budget", "ood_protocol"} (as :func:`evaluate_model` records them).
+        budgets: the probe budgets besides the full split.
+
+    Returns:
+        ``ID``, ``OOD``, ``KI``, ``overall`` (every ID entry and every full-budget OOD/KI entry, one group: the
+        mean over tasks), ``OOD_seen``/``OOD_unseen`` where declared, each of those at every budget (``KI.n256``),
+        ``zero_shot``, and ``primary`` = (ID + OOD_unseen + KI) / 3 at the smallest budget (plain OOD when no
+        unseen domain is declared, the full split when there are no budgets): empty scopes are left out.
+    """
+    def pick(kind: str, budget: str = FULL, protocol: str | None = None) -> list[str]:
+        ok = ("trained", FULL) if kind == "ID" else (budget,)  # an ID task without a head is probed at full
+        return [e for e, m in entries.items() if m["kind"] == kind and m["budget"] in ok
+                and (protocol is None or m.get("ood_protocol") == protocol)]
+
+    out: dict[str, list[list[str]]] = {k: [pick(k)] for k in KINDS}
+    out["overall"] = [pick("ID") + pick("OOD") + pick("KI")]
+    for b in [FULL, *map(str, budgets)]:
+        tail = "" if b == FULL else f".n{b}"
+        if b != FULL:
+            out[f"OOD{tail}"], out[f"KI{tail}"] = [pick("OOD", b)], [pick("KI", b)]
+        for p in ("seen", "unseen"):
+            out[f"OOD_{p}{tail}"] = [pick("OOD", b, p)]
+    out["zero_shot"] = [[e for e, m in entries.items() if m["kind"] == "ZS"]]
+    tail = f".n{min(budgets)}" if budgets else ""
+    ood = out[f"OOD_unseen{tail}"] if out[f"OOD_unseen{tail}"][0] else out[f"OOD{tail}"]
+    out["primary"] = [out["ID"][0], ood[0], out[f"KI{tail}"][0]]
+    return {name: [g for g in groups if g] for name, groups in out.items() if any(groups)}
+
+
+def scope_value(values: dict[str, float], groups: list[list[str]]) -> float:
+    """Mean over ``groups`` of each group's mean value."""
+    return float(np.mean([np.mean([values[e] for e in g]) for g in groups]))
 
 
 def kind_averages(main: dict[str, float], kinds: dict[str, str]) -> dict[str, float | None]:
@@ -68,29 +160,65 @@ def kind_averages(main: dict[str, float], kinds: dict[str, str]) -> dict[str, fl
     return out
 
 
-def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_digest: str) -> dict[str, Any]:
+def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_digest: str,
+                   split: str = "report") -> dict[str, Any]:
     """Score a loaded model on ``tasks`` (protocol in the module docstring).
 
+    Args:
+        split: ``"report"`` (the eval splits, with probe budgets and zero-shot) or ``"dev"`` (what tuning reads).
+
     Returns:
-        {"metrics": {task: {metric: value}}, "main_metric": {task: name}, "kinds": {task: kind},
-         "protocol": {task: "trained_head" | "fresh_head"}, "averages": {...}, "predictions": DataFrame}
+        {"metrics": {entry: {metric: value}}, "main_metric": {entry: name}, "kinds": {entry: ID|OOD|KI|ZS},
+         "entries": {entry: {"task", "kind", "budget", "ood_protocol", "split"}},
+         "protocol": {entry: "trained_head" | "fresh_head" | "fresh_head_n<N>" | "zero_shot"},
+         "averages": {scope: value}, "split": split, "predictions": DataFrame(task=entry, example_id, label, pred)}
     """
-    metrics, main_metric, kinds, protocol, frames = {}, {}, {}, {}, []
+    from cdco_core.evaluation.protocols import zero_shot_transfer
+
+    budgets = sorted(cfg.eval.probe_budgets) if split == "report" else sorted(cfg.eval.probe_budgets)[:1]
+    metrics, main_metric, entries, protocol, frames = {}, {}, {}, {}, []
     trained = set(getattr(model, "task_names", []))
-    for t in tasks:
-        if t.spec.kind == "ID" and t.name in trained:
-            ids, y, pred = _predict_with_trained_head(model, tokenizer, t, cfg, model_digest)
-            protocol[t.name] = "trained_head"
-        else:  # OOD/KI, or an ID task the method has no head for (scored like OOD, and recorded so)
-            ids, y, pred = _predict_with_fresh_head(model, tokenizer, t, cfg, seed, model_digest)
-            protocol[t.name] = "fresh_head"
-        metrics[t.name] = score_task(t.spec, y, pred)
-        main_metric[t.name], kinds[t.name] = t.spec.metric_name, t.spec.kind
-        frames.append(pd.DataFrame({"task": t.name, "example_id": ids, "label": np.asarray(y, np.float64),
+
+    def add(entry: str, task, kind: str, budget: str, where: str, how: str, ids, y, pred,
+            metric: str | None = None) -> None:
+        spec = task.spec
+        metrics[entry] = {metric: METRIC_FUNCS[metric](y, pred)} if metric else score_task(spec, y, pred)
+        main_metric[entry] = metric or spec.metric_name
+        entries[entry] = {"task": task.name, "kind": kind, "budget": budget, "split": where,
+                          "ood_protocol": spec.ood_protocol if kind == "OOD" else None}
+        protocol[entry] = how
+        frames.append(pd.DataFrame({"task": entry, "example_id": ids, "label": np.asarray(y, np.float64),
                                     "pred": np.asarray(pred, np.float64)}))
-    averages = kind_averages({t: m[main_metric[t]] for t, m in metrics.items()}, kinds)
-    return {"metrics": metrics, "main_metric": main_metric, "kinds": kinds, "protocol": protocol,
-            "averages": averages, "predictions": pd.concat(frames, ignore_index=True)}
+
+    for t in tasks:
+        where = scored_split(t, split)
+        if where is None:
+            continue
+        if t.spec.kind == "ID" and t.name in trained:
+            ids, y, pred = _predict_with_trained_head(model, tokenizer, t, cfg, model_digest, where)
+            add(t.name, t, "ID", "trained", where, "trained_head", ids, y, pred)
+            continue
+        # OOD/KI, or an ID task the method has no head for (probed like OOD, and recorded so)
+        ids, y, preds = _probe(model, tokenizer, t, cfg, seed, model_digest, where,
+                               [b for b in budgets if b <= len(t.splits["train"])])
+        for b, pred in preds.items():
+            add(budget_entry(t.name, b), t, t.spec.kind, b, where, "fresh_head" if b == FULL else f"fresh_head_n{b}",
+                ids, y, pred)
+    if split == "report":
+        by_name = {t.name: t for t in tasks}
+        for zs in cfg.eval.zero_shot:
+            if zs.source not in trained:
+                continue  # a method without that head (none today): nothing to transfer
+            r = zero_shot_transfer(model, tokenizer, by_name[zs.source], by_name[zs.target], zs.label_map,
+                                   model_digest=model_digest, max_length=cfg.model.max_length,
+                                   batch_size=cfg.eval.batch_size)
+            add(zero_shot_entry(zs.source, zs.target), by_name[zs.target], "ZS", "zero_shot",
+                by_name[zs.target].eval_split, "zero_shot", r.example_ids, r.labels, r.predictions, metric="accuracy")
+    main = {e: m[main_metric[e]] for e, m in metrics.items()}
+    averages = {name: scope_value(main, groups) for name, groups in scopes(entries, budgets).items()}
+    return {"metrics": metrics, "main_metric": main_metric, "kinds": {e: m["kind"] for e, m in entries.items()},
+            "entries": entries, "protocol": protocol, "averages": averages, "split": split,
+            "predictions": pd.concat(frames, ignore_index=True)}
 
 
 def finite(obj: Any) -> Any:

@@ -1,7 +1,9 @@
 """Step ``evaluate``: one trained method and seed scored on every task (:mod:`cdco_core.evaluation.scoring`).
 
-Inputs: the method's last training stage and every task. Writes ``metrics.json`` (per task and per kind) and
-``predictions.parquet`` (per example, for the paired bootstrap).
+Inputs: the method's last training stage and every task. Writes ``metrics.json`` (per entry: a task at a probe
+budget, or a zero-shot pair; per scope; the method's size and measured seconds per step) and
+``predictions.parquet`` (per example, for the paired bootstrap). ``node.params["split"]`` is ``"report"`` (the
+eval splits) or ``"dev"`` (the dev splits ``cdco tune`` scores).
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ def section(cfg: Config, node: Node) -> dict[str, Any]:
     e = cfg.eval
     return {"method": node.method, "settings": method.settings.model_dump(mode="json") if method.settings else None,
             "seed": node.params["seed"], "max_length": cfg.model.max_length,
+            "split": node.params.get("split", "report"),
             "eval": {"head_epochs": e.head_epochs, "head_lr": e.head_lr, "head_batch_size": e.head_batch_size,
-                     "batch_size": e.batch_size}}
+                     "batch_size": e.batch_size, "probe_budgets": sorted(e.probe_budgets),
+                     "zero_shot": [z.model_dump(mode="json") for z in e.zero_shot]}}
 
 
 def compute(call: StepCall) -> dict[str, Any]:
     from cdco_core.data import open_task
     from cdco_core.data.checks import check_task_set
     from cdco_core.evaluation.scoring import evaluate_model, finite
-    from cdco_core.steps.train import load_trained
+    from cdco_core.steps.train import load_trained, method_cost
 
     cfg, node = call.cfg, call.node
     final = call.inputs[node.inputs[0]]
@@ -42,10 +46,12 @@ def compute(call: StepCall) -> dict[str, Any]:
     check_task_set(tasks)
     id_tasks = [t for t in tasks if t.spec.kind == "ID"]
     model, tokenizer = load_trained(cfg, node.method, node.params["seed"], final, id_tasks)
-    res = evaluate_model(model, tokenizer, tasks, cfg, node.params["seed"], final.digest)
+    res = evaluate_model(model, tokenizer, tasks, cfg, node.params["seed"], final.digest,
+                         split=node.params.get("split", "report"))
     preds = res.pop("predictions")
     preds.to_parquet(call.out / "predictions.parquet", index=False)
-    summary = finite({"method": node.method, "seed": node.params["seed"], **res})
+    summary = finite({"method": node.method, "seed": node.params["seed"], **res, "cost": method_cost(final),
+                      "weights": final.digest})
     (call.out / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")  # keeps task order
     return summary
 

@@ -83,9 +83,9 @@ def test_markdown_and_plots_are_written(tmp_path, smoke_cfg):
     for p in plots:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     md = C.write_markdown(tmp_path / "comparison.md", smoke_cfg, table, boot, [0, 1],
-                          {"a": "trained_head", "b": "fresh_head"}, "cdco", plots, 1.0).read_text()
+                          {"a": "trained_head", "b": "fresh_head"}, ["lora_mtl"], plots, 1.0).read_text()
     assert "| cdco | 0.850 ± 0.071 |" in md
-    assert "| lora_mtl | overall | main |" in md
+    assert "| cdco | lora_mtl | overall |" in md  # method, the comparator, the scope
     assert "![deltas](deltas.png)" in md
 
 
@@ -107,7 +107,7 @@ def test_single_method_single_seed(tmp_path, smoke_cfg):
     assert boot.empty
     plots = C._write_plots(tmp_path, smoke_cfg, numbers, ["cdco"], MAIN, KINDS, plot_kind_bars, plot_task_deltas)
     assert [p.split("/")[-1] for p in plots] == ["kinds.png"]  # no baseline to draw deltas against
-    md = C.write_markdown(tmp_path / "c.md", smoke_cfg, table, boot, [0], {}, "cdco", plots, 0.5).read_text()
+    md = C.write_markdown(tmp_path / "c.md", smoke_cfg, table, boot, [0], {}, [], plots, 0.5).read_text()
     assert "_No bootstrap: the comparison has a single method._" in md
 
 
