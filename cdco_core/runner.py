@@ -121,15 +121,19 @@ def _execute_in_worker(wire: dict[str, Any], node: dict[str, Any], inputs: dict[
 
 def check_prepared(plan: Plan, records: list[Record]) -> None:
     """Refuse, before any training, tasks that cannot be trained on or scored: the checks ``cdco data check``
-    applies (:func:`cdco_core.data.checks.check_task_set`).
+    applies (:func:`cdco_core.data.checks.check_task_set`, and the evaluation protocols' own:
+    :func:`cdco_core.evaluation.protocols.check_protocols`).
 
     Raises:
-        InputError: the first problem, naming the task (and split or class).
+        InputError or ConfigError: the first problem, naming the task (and split, class or key).
     """
     from cdco_core.data import open_task
     from cdco_core.data.checks import check_task_set
+    from cdco_core.evaluation.protocols import check_protocols
 
-    check_task_set([open_task(r) for r in records])
+    tasks = [open_task(r) for r in records]
+    check_task_set(tasks)
+    check_protocols(plan.cfg, tasks)
 
 
 def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,

@@ -152,6 +152,10 @@ def data_check(tasks: Annotated[Path | None, typer.Option("--tasks", help="a tas
     _writable_home()  # loading writes the canonical tables under CDCO_HOME/cache/tasks
     loaded = [load_task(spec, data_cfg) for spec in specs]
     check_task_set(loaded)  # the same checks `cdco run` applies before any work
+    if tasks is None:
+        from cdco_core.evaluation.protocols import check_protocols
+
+        check_protocols(cfg, loaded)  # roles, zero-shot entries, probe budgets: the profile's own
     for task in loaded:
         spec = task.spec
         typer.echo(

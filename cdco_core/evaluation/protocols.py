@@ -31,6 +31,26 @@ from cdco_core.evaluation.heads import CLASS_TYPES, HeadBudget, train_head
 FULL = "full"  # the budget name of the whole (capped) train split
 
 
+# ------------------------------------------------------------------------------------------ gate
+def check_protocols(cfg: Any, tasks: list[Any]) -> None:
+    """Refuse, before any training, a profile whose evaluation cannot run: contradicting task roles
+    (:func:`~cdco_core.data.roles.check_task_roles`), a zero-shot entry that cannot be scored, a probe budget
+    larger than a probed task's train split.
+
+    Args:
+        cfg: the validated config.
+        tasks: every loaded task (:class:`~cdco_core.data.TaskData`) of the profile.
+
+    Raises:
+        ConfigError or InputError: the first problem, naming the key and the task.
+    """
+    from cdco_core.data.roles import check_task_roles
+
+    check_task_roles(cfg, [t.spec for t in tasks])
+    check_zero_shot(cfg.eval.zero_shot, {t.name: t for t in tasks})
+    check_probe_budgets(cfg.eval.probe_budgets, [t for t in tasks if t.spec.kind in ("OOD", "KI") and t.spec.probe])
+
+
 # ------------------------------------------------------------------------------------- zero-shot
 @dataclass
 class ZeroShotResult:

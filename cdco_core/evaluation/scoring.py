@@ -201,7 +201,7 @@ def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_
         # OOD/KI, or an ID task the method has no head for (probed like OOD, and recorded so)
         ids, y, preds = _probe(model, tokenizer, t, cfg, seed, model_digest, where,
                                [b for b in budgets if b <= len(t.splits["train"])])
-        for b, pred in preds.items():
+        for b, pred in sorted(preds.items(), key=lambda kv: kv[0] != FULL):  # the full split first
             add(budget_entry(t.name, b), t, t.spec.kind, b, where, "fresh_head" if b == FULL else f"fresh_head_n{b}",
                 ids, y, pred)
     if split == "report":

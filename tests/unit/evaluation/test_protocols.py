@@ -145,3 +145,77 @@ def test_zero_shot_bad_config_is_refused_before_training(trained):
     with pytest.raises(InputError, match="no trained head for 'imdb'"):
         zero_shot_transfer(model, tok, tasks["imdb"], tasks["rotten_tomatoes"], label_map, model_digest="m",
                            max_length=16, batch_size=8)
+
+
+# ------------------------------------------------------------------------- the evaluate step's entries
+def test_evaluate_model_adds_budget_and_zero_shot_entries_and_the_primary_scope(trained):
+    from cdco_core.evaluation import scoring as S
+
+    cfg, tasks, model, tok = trained
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "probe_budgets": [8],
+        "zero_shot": [ZeroShotConfig(source="rotten_tomatoes", target="imdb",
+                                     label_map={"negative": "negative", "positive": "positive"})]})})
+    res = S.evaluate_model(model, tok, list(tasks.values()), cfg, seed=0, model_digest="m")
+    assert list(res["metrics"]) == ["rotten_tomatoes", "sms_spam", "imdb", "imdb.n8", "country_region",
+                                    "country_region.n8", "country_capital", "country_capital.n8",
+                                    "rotten_tomatoes_to_imdb"]
+    assert res["protocol"]["imdb.n8"] == "fresh_head_n8" and res["kinds"]["rotten_tomatoes_to_imdb"] == "ZS"
+    main = {e: m[res["main_metric"][e]] for e, m in res["metrics"].items()}
+    av = res["averages"]
+    assert av["KI.n8"] == pytest.approx((main["country_region.n8"] + main["country_capital.n8"]) / 2)
+    assert av["KI"] == pytest.approx((main["country_region"] + main["country_capital"]) / 2)  # full split, as before
+    assert av["overall"] == pytest.approx(np.mean([main[t] for t in ("rotten_tomatoes", "sms_spam", "imdb",
+                                                                      "country_region", "country_capital")]))
+    # no unseen domain declared in smoke: the primary endpoint takes plain OOD, at the smallest budget
+    assert av["primary"] == pytest.approx(np.mean([av["ID"], av["OOD.n8"], av["KI.n8"]]))
+    direct = zero_shot_transfer(model, tok, tasks["rotten_tomatoes"], tasks["imdb"],
+                                {"negative": "negative", "positive": "positive"}, model_digest="m",
+                                max_length=cfg.model.max_length, batch_size=8)
+    assert av["zero_shot"] == pytest.approx(float((direct.predictions == direct.labels).mean()))
+    preds = res["predictions"]
+    assert set(preds.task) == set(res["metrics"])
+    assert (preds[preds.task == "imdb.n8"].example_id.to_numpy() == preds[preds.task == "imdb"].example_id).all()
+
+
+def test_pool_only_tasks_are_not_scored_and_dev_mode_reads_dev_splits_only(smoke_cfg):
+    from cdco_core.data import load_tasks
+    from cdco_core.data.spec import TaskSpec
+    from cdco_core.evaluation import scoring as S
+    from cdco_core.models.multitask import build_multitask_model
+    from cdco_core.profile import load_profile
+
+    cfg = load_profile("smoke", ["data.max_rows.validation=16", "data.dev_fraction=0.25", "eval.probe_budgets=[8]"])
+    tasks = load_tasks(cfg.data)
+    ids = [t for t in tasks if t.spec.kind == "ID"]
+    model, tok = build_multitask_model(cfg, ids)
+    imdb = next(t for t in tasks if t.name == "imdb")
+    imdb.spec = TaskSpec(**{**imdb.spec.model_dump(), "probe": False})
+    res = S.evaluate_model(model, tok, tasks, cfg, seed=0, model_digest="m")
+    assert "imdb" not in res["metrics"] and "OOD" not in res["averages"]  # pool-only: trained against, not scored
+    imdb.spec = TaskSpec(**{**imdb.spec.model_dump(), "probe": True, "ood_protocol": "seen"})
+    dev = S.evaluate_model(model, tok, tasks, cfg, seed=0, model_digest="m", split="dev")
+    # ID on dev, the seen domain on its validation split at the few-label budget, nothing else (KI is reported
+    # only): no reported split is read
+    assert {e: m["split"] for e, m in dev["entries"].items()} == {
+        "rotten_tomatoes": "dev", "sms_spam": "dev", "imdb": "validation", "imdb.n8": "validation"}
+    for t in ids:
+        scored = set(dev["predictions"].query("task == @t.name").example_id)
+        assert scored == set(t.splits["dev"].example_id)
+        assert not scored & set(t.splits[t.eval_split].example_id)
+    with pytest.raises(InputError, match=r"task 'rotten_tomatoes' on its 'dev' split.*data.dev_fraction"):
+        S.check_dev_splits(load_tasks(smoke_cfg.data))
+
+
+def test_the_runner_refuses_a_bad_budget_or_zero_shot_entry_before_training(cdco_home):
+    from cdco_core.profile import load_profile
+    from cdco_core.runner import run_comparison
+
+    too_big = load_profile("smoke", ["eval.probe_budgets=[5000]"])
+    with pytest.raises(InputError, match=r"eval.probe_budgets: \[5000\] > the \d+ train rows of task 'imdb'"):
+        run_comparison(too_big, methods=["frozen"], seeds=[0])
+    bad_map = load_profile("smoke", ["eval.zero_shot=[{source: rotten_tomatoes, target: imdb, "
+                                     "label_map: {negative: negative}}]"])
+    with pytest.raises(InputError, match=r"eval.zero_shot.0.label_map: unmapped target labels \['positive'\]"):
+        run_comparison(bad_map, methods=["frozen"], seeds=[0])
+    assert not (cdco_home / "steps" / "train").exists()  # nothing trained
