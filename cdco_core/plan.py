@@ -81,17 +81,30 @@ class Plan:
 
 
 def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
-               report: bool = False) -> Plan:
+               report: bool = False, split: str = "report", tuned: dict[str, list[str]] | None = None) -> Plan:
     """The plan for ``methods`` x ``seeds`` (default: ``cfg.eval``), with a ``report`` node when asked.
+
+    Args:
+        split: what the evaluate nodes score: ``"report"`` (the eval splits) or ``"dev"`` (``cdco tune``'s
+            objective: dev splits only; nodes ``evaluate[<method>/seed<s>/dev]``).
+        tuned: method -> ``key=value`` overrides (``cdco compare --tuned``), applied to that method's config only.
 
     Raises:
         InputError: an unknown method, no task of kind ID, an adapter group a method's stage does not define,
-            repeated or negative seeds: before any work.
+            repeated or negative seeds, a tuned method that is not registered: before any work.
+        ConfigError: a tuned override the config refuses.
     """
     from cdco_core.data import task_specs
-    from cdco_core.methods import get_method
+    from cdco_core.methods import METHODS, get_method
+    from cdco_core.profile import with_overrides
     from cdco_core.training.trainer import uses_contrastive
 
+    if split not in ("report", "dev"):
+        raise InputError(f"split must be report or dev, got {split!r}")
+    tuned = dict(tuned or {})
+    unknown = sorted(set(tuned) - set(METHODS.names()))
+    if unknown:
+        raise InputError(f"tuned settings for unknown method(s) {unknown}; registered: {', '.join(METHODS.names())}")
     methods = list(methods if methods is not None else cfg.eval.methods)
     seeds = _check_seeds(list(seeds if seeds is not None else cfg.eval.seeds))
     if not methods:
@@ -107,8 +120,9 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
         plan.nodes[f"prepare[{s.name}]"] = Node(f"prepare[{s.name}]", "prepare", params={"task": s.name})
     odms_ids: dict[str, str] = {}  # signature of an ODMS node -> its id, so methods share identical ones
     for name in methods:
-        method = get_method(name, cfg)
-        mcfg = method.configure(cfg)
+        base = with_overrides(cfg, tuned[name], f"tuned settings of {name}") if tuned.get(name) else cfg
+        method = get_method(name, base)
+        mcfg = method.configure(base)
         plan.configs[name] = mcfg
         stages = method.stages(mcfg)
         check_stage_groups(stages, adapter_group_names(mcfg) | set(method.extra_groups), where=f"{name}: stages")
@@ -126,8 +140,9 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
                     inputs += [negatives, *ood_tasks]
                 plan.nodes[nid] = Node(nid, "train", name, {"seed": seed, "stage": i}, inputs)
                 previous = nid
-            eid = f"evaluate[{name}/seed{seed}]"
-            plan.nodes[eid] = Node(eid, "evaluate", name, {"seed": seed},
+            eid = f"evaluate[{name}/seed{seed}]" if split == "report" else f"evaluate[{name}/seed{seed}/dev]"
+            params = {"seed": seed} if split == "report" else {"seed": seed, "split": "dev"}
+            plan.nodes[eid] = Node(eid, "evaluate", name, params,
                                    [previous, *(f"prepare[{s.name}]" for s in specs)])
     if report:
         evals = [n.id for n in plan.of_step("evaluate")]

@@ -44,6 +44,28 @@ def complete_config(cfg: Config) -> Config:
                                   "eval": cfg.eval.model_copy(update={"methods": methods})})
 
 
+def with_overrides(cfg: Config, overrides: list[str], where: str) -> Config:
+    """``cfg`` with ``key=value`` overrides applied and validated again (a tuned file's settings, a trial's).
+
+    Raises:
+        ConfigError: a key the config does not have or a value it refuses, naming ``where`` and the overrides.
+    """
+    from pydantic import ValidationError
+
+    from cdco_core.config import apply_overrides
+    from cdco_core.validation import format_validation_error
+
+    try:
+        raw = apply_overrides(cfg.model_dump(mode="json"), overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    try:
+        out = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"({where}: {' '.join(overrides)})", Config)) from None
+    return complete_config(out)
+
+
 _KNOWN: dict[str, Config] = {}  # digest -> the validated config this process already holds
 
 

@@ -134,11 +134,15 @@ def check_prepared(plan: Plan, records: list[Record]) -> None:
     tasks = [open_task(r) for r in records]
     check_task_set(tasks)
     check_protocols(plan.cfg, tasks)
+    if any(n.params.get("split") == "dev" for n in plan.of_step("evaluate")):
+        from cdco_core.evaluation.scoring import check_dev_splits
+
+        check_dev_splits(tasks)
 
 
 def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
-                   out_dir: str | Path | None = None, jobs: int = 1,
-                   threads_per_job: int | None = None) -> dict[str, Any]:
+                   out_dir: str | Path | None = None, jobs: int = 1, threads_per_job: int | None = None,
+                   tuned: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Train (cached) and evaluate every method x seed, then the report; copy its files to ``out_dir``.
 
     Args:
@@ -146,6 +150,7 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
         methods: registry names (default ``cfg.eval.methods``); seeds: default ``cfg.eval.seeds``.
         out_dir: default ``CDCO_HOME/compare/<profile>/``.
         jobs, threads_per_job: worker processes and torch threads in each (see the module docstring).
+        tuned: method -> overrides from ``cdco tune`` (``--tuned FILE``), each applied to its method only.
 
     Returns:
         The report's outputs (table, numbers, bootstrap) with absolute file paths, ``out_dir`` and ``wall_s``
@@ -158,7 +163,7 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
     from cdco_core.plan import build_plan
 
     t0 = time.perf_counter()
-    plan = build_plan(cfg, methods, seeds, report=True)
+    plan = build_plan(cfg, methods, seeds, report=True, tuned=tuned)
     report = run_plan(plan, jobs=jobs, threads_per_job=threads_per_job)["report"]
     out = Path(out_dir) if out_dir is not None else cdco_home() / "compare" / cfg.profile
     out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,12 @@
   ones ``--set`` takes (``train.stages.0.lr``, ``train.head_lr``, ``method_settings.ca_mtl.encoder_lr_scale``);
   every entry is checked against the profile before any trial (:func:`check_search_space`): a key the config does
   not have, or a value it refuses, is a :class:`~cdco_core.errors.ConfigError`.
-- **Objective**: the caller's ``score(overrides) -> float`` (higher is better); the command wires it to a shortened
-  training scored on the dev splits only. Each trial's overrides are stored as its user attribute ``overrides``.
+- **Objective**: the caller's ``score(overrides) -> float`` (higher is better); ``cdco tune`` wires it to
+  :func:`dev_score`: the method trained with every stage shortened to ``steps_fraction`` of its steps, scored on the
+  dev splits only (the ID tasks' dev split, the seen OOD domains' validation split; never a reported split), the
+  objective being the dev analogue of the primary endpoint (``averages["primary"]`` of the dev evaluation: the mean
+  of the ID dev average and the seen-domain probe at the smallest budget). Each trial's overrides are stored as its
+  user attribute ``overrides``.
 - **Storage**: ``sqlite:///$CDCO_HOME/tuning/optuna.db`` by default, or any Optuna storage URL (the team's
   PostgreSQL), so several workers can fill one study. Study name ``<profile>/<method>``; ``load_if_exists``.
 - **Resumable and reproducible**: a study runs until it holds ``n_trials`` complete trials. Before each trial the TPE
@@ -29,10 +33,9 @@ from typing import Any
 
 import yaml
 
-from cdco_core.config import Config, apply_overrides
+from cdco_core.config import Config
 from cdco_core.errors import ConfigError, InputError
 from cdco_core.paths import cdco_home
-from cdco_core.validation import format_validation_error
 
 
 # ------------------------------------------------------------------------------------ distributions
@@ -162,21 +165,17 @@ def check_search_space(cfg: Config, method: str, space: dict[str, Distribution] 
 
 
 def _validated(cfg: Config, overrides: list[str], where: str) -> Config:
-    from pydantic import ValidationError
+    from cdco_core.profile import with_overrides
 
-    from cdco_core.profile import complete_config
-
-    raw = apply_overrides(cfg.model_dump(mode="json"), overrides)
-    try:
-        out = Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, f"({where}: {' '.join(overrides)})", Config)) from None
-    return complete_config(out)  # method settings validated by the classes the methods registered
+    return with_overrides(cfg, overrides, where)
 
 
 # ------------------------------------------------------------------------------------------ studies
 def default_storage() -> str:
-    """``sqlite:///$CDCO_HOME/tuning/optuna.db`` (the folder is created)."""
+    """``$CDCO_OPTUNA_STORAGE`` (the team stack sets it to its PostgreSQL database ``optuna``), else
+    ``sqlite:///$CDCO_HOME/tuning/optuna.db`` (the folder is created)."""
+    if os.environ.get("CDCO_OPTUNA_STORAGE"):
+        return os.environ["CDCO_OPTUNA_STORAGE"]
     folder = cdco_home() / "tuning"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
@@ -273,6 +272,43 @@ def run_study(cfg: Config, method: str, score: Callable[[list[str]], float], n_t
             study.tell(trial, state=TrialState.FAIL)
             raise
         study.tell(trial, value)
+
+
+def shortened(cfg: Config, fraction: float) -> Config:
+    """``cfg`` with every stage's steps (and warm-up) scaled by ``fraction``, at least one step each: a trial's
+    shortened training. Methods derive their schedules from these stages, so every method is shortened alike.
+
+    Raises:
+        InputError: ``fraction`` outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise InputError(f"--steps-fraction must be in (0, 1], got {fraction}")
+    stages = [st.model_copy(update={"steps": max(1, round(st.steps * fraction)),
+                                    "warmup_steps": round(st.warmup_steps * fraction)}) for st in cfg.train.stages]
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"stages": stages})})
+
+
+def dev_score(cfg: Config, method: str, overrides: list[str], *, seed: int = 0, steps_fraction: float = 0.25,
+              jobs: int = 1) -> tuple[float, dict[str, Any]]:
+    """One trial: ``method`` with ``overrides``, trained shortened, scored on the dev splits.
+
+    Training and evaluation go through the plan and the step cache like any run (a trial repeated after a kill
+    reuses its finished stages).
+
+    Returns:
+        (objective = the dev evaluation's ``averages["primary"]``, the dev evaluation's metrics)
+
+    Raises:
+        ConfigError: an override the config refuses. InputError: a task without the split tuning scores.
+    """
+    from cdco_core.plan import build_plan
+    from cdco_core.runner import run_plan
+
+    trial_cfg = shortened(_validated(cfg, overrides, f"trial of {method}"), steps_fraction)
+    plan = build_plan(trial_cfg, [method], [seed], split="dev")
+    (node,) = plan.of_step("evaluate")
+    record = run_plan(plan, [node.id], jobs=jobs)[node.id]
+    return float(record.outputs["averages"]["primary"]), record.outputs
 
 
 def best_overrides(study: Any) -> list[str]:

@@ -107,15 +107,96 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             methods: Annotated[str | None, typer.Option(help="comma-separated registry names, or all")] = None,
             seeds: Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
             out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None,
-            jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1):
+            jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1,
+            tuned: Annotated[Path | None, typer.Option(help="best settings from `cdco tune` (YAML method -> "
+                                                       "key=value list), each applied to its method")] = None):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     cfg = _load(profile, set_)
     _writable_home()
     from cdco_core.runner import run_comparison
 
     s = [int(x) for x in seeds.split(",")] if seeds else None
-    result = run_comparison(cfg, methods=_methods(methods), seeds=s, out_dir=out, jobs=jobs)
+    settings = None
+    if tuned is not None:
+        from cdco_core.methods import METHODS
+        from cdco_core.tuning import read_tuned
+
+        settings = read_tuned(tuned, METHODS.names())  # an unknown method in the file: one line, exit 2
+    result = run_comparison(cfg, methods=_methods(methods), seeds=s, out_dir=out, jobs=jobs, tuned=settings)
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+@_user_errors
+def tune(profile: Profile = "smoke", set_: Sets = None,
+         method: Annotated[str, typer.Option(help="the method to tune (a registry name)")] = "lora_mtl",
+         trials: Annotated[int, typer.Option(min=1, help="complete trials the study ends with; give every "
+                                             "method of a table the same number")] = 8,
+         seed: Annotated[int, typer.Option(min=0, help="the sampler's seed and the trials' training seed")] = 0,
+         steps_fraction: Annotated[float, typer.Option(help="each trial trains every stage for this fraction "
+                                                       "of its steps")] = 0.25,
+         storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default $CDCO_OPTUNA_STORAGE, else "
+                                                     "sqlite under CDCO_HOME/tuning)")] = None,
+         out: Annotated[Path | None, typer.Option(help="YAML the best settings are merged into (default "
+                                                  "CDCO_HOME/tuning/<profile>.yaml)")] = None,
+         track: Annotated[bool, typer.Option(help="log the study and each trial to MLflow")] = True):
+    """Tune one method's settings on the dev splits (a seeded, resumable Optuna study; docs/methods.md, "Tuning").
+    The best trial's settings go to a YAML file that `cdco compare --tuned FILE` applies."""
+    cfg = _load(profile, set_)
+    _writable_home()
+    from cdco_core import tuning
+    from cdco_core.methods import METHODS
+    from cdco_core.paths import cdco_home
+
+    METHODS.entry(method)  # an unknown method: one line listing the registered ones
+    tuning.check_search_space(cfg, method)
+    tuning.shortened(cfg, steps_fraction)  # a bad fraction fails here, before the study is created
+    target = out or cdco_home() / "tuning" / f"{cfg.profile}.yaml"
+    runs = _TuningRuns(cfg, method, trials, seed, steps_fraction) if track else None
+
+    def score(overrides: list[str]) -> float:
+        value, outputs = tuning.dev_score(cfg, method, overrides, seed=seed, steps_fraction=steps_fraction)
+        if runs is not None:
+            runs.trial(overrides, value, outputs)
+        typer.echo(f"trial {' '.join(overrides)} -> dev primary {value:.4f}", err=True)
+        return value
+
+    try:
+        study = tuning.run_study(cfg, method, score, trials, seed=seed, storage=storage)
+    finally:
+        if runs is not None:
+            runs.close()
+    best = tuning.best_overrides(study)
+    path = tuning.write_best(target, {method: best})
+    typer.echo(json.dumps({"study": tuning.study_name(cfg.profile, method), "trials": trials,
+                           "best_value": study.best_value, "best": best, "tuned_file": str(path)}, indent=2))
+
+
+class _TuningRuns:
+    """One MLflow parent run per `cdco tune` call, one child run per trial it scores (params = the overrides)."""
+
+    def __init__(self, cfg, method: str, trials: int, seed: int, steps_fraction: float) -> None:
+        from tasks import tracking
+
+        self._tracking = tracking
+        self._ctx = tracking.pipeline_run(cfg.orchestration.experiment, f"tune {cfg.profile}/{method}",
+                                          {"cdco.kind": "tune", "cdco.profile": cfg.profile, "cdco.method": method,
+                                           "cdco.trials": str(trials), "cdco.seed": str(seed),
+                                           "cdco.steps_fraction": str(steps_fraction)})
+        self.parent = self._ctx.__enter__()
+        self.n = 0
+
+    def trial(self, overrides: list[str], value: float, outputs: dict) -> None:
+        import mlflow
+
+        self.n += 1
+        with self._tracking.step_run(self.parent, f"trial {self.n}", tags={"cdco.kind": "tune-trial"}):
+            mlflow.log_params(dict(o.split("=", 1) for o in overrides))
+            mlflow.log_metric("dev_primary", value)
+            self._tracking.log_flat_metrics(outputs.get("averages") or {}, prefix="dev")
+
+    def close(self) -> None:
+        self._ctx.__exit__(*sys.exc_info())
 
 
 @app.command()
