@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -139,12 +140,16 @@ def check_home_writable(home: str | os.PathLike, min_free_bytes: int = MIN_FREE_
         home.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".tmp-write-probe-", dir=home)
         try:
-            os.write(fd, b"\0" * 4096)
+            left = memoryview(b"\0" * 4096)
+            while left:  # a short write is how a nearly full disk or a file-size limit first shows: write on
+                left = left[os.write(fd, left):]  # until the kernel refuses with an error
             os.fsync(fd)
         finally:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is not a permissions problem: say which it is
+            raise InputError(f"CDCO_HOME {home} is full: no space left on device ({e.strerror}); {hint}") from None
         raise InputError(f"CDCO_HOME {home} is not writable ({e.strerror or e}); {hint}") from None
     free = shutil.disk_usage(home).free
     if free < min_free_bytes:

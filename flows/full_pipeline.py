@@ -192,10 +192,29 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
 
     orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
+    check_tasks(cfg)
     tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
         orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())
         return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg))
+
+
+def check_tasks(cfg: Any) -> None:
+    """Load every task and apply ``cdco data check``'s checks before the flow starts.
+
+    Inside the flow the same check fails the flow run, and Prefect prints each failed run's traceback (80 lines
+    for one bad task) after starting its temporary server; here it is one line. The canonical tables are cached
+    by content, so the flow's prepare tasks then only read them.
+
+    Raises:
+        InputError: the first problem, naming the task (and file, split or class).
+    """
+    from cdco_core.data import load_task, task_specs
+    from cdco_core.data.checks import check_task_set, check_task_specs
+
+    specs = task_specs(cfg.data)
+    check_task_specs(specs)
+    check_task_set([load_task(spec, cfg.data) for spec in specs])
 
 
 def local_prefect_settings() -> Any:

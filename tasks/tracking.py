@@ -13,8 +13,10 @@ hex digits and the input tag ``cdco.sha256`` the whole digest).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -123,14 +125,39 @@ def _build_beside(db: Path, build: Any) -> None:
             with sqlite3.connect(db) as src, sqlite3.connect(tmp) as dst:
                 src.backup(dst)  # a consistent copy even if someone is reading it
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+        quiet = logging.getLogger("mlflow.store.db.utils")  # its "Creating initial MLflow database tables..."
+        level = quiet.level  # lines would stand before the one-line error of a failed build
+        quiet.setLevel(logging.WARNING)
         try:
             build(engine)
         finally:
+            quiet.setLevel(level)
             engine.dispose()
         os.replace(tmp, db)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:120]
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` or an exception it wraps (SQLAlchemy keeps the driver's as ``orig``) is a full disk/quota."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(x, sqlite3.Error) and getattr(x, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        todo += [getattr(x, "orig", None), x.__cause__, x.__context__]
+    return False
 
 
 def prepare_store(uri: str | None = None) -> None:
@@ -160,15 +187,20 @@ def prepare_store(uri: str | None = None) -> None:
             return
         from mlflow.store.db import utils as db_utils
 
+        done = "created" if state == "empty" else "upgraded"
+        left = "nothing was left behind" if state == "empty" else "the old store is unchanged"
         try:
             _build_beside(db, db_utils._initialize_tables if state == "empty" else db_utils._upgrade_db)
-        except OSError as e:
-            raise InputError(f"MLflow store {db} could not be created ({e.strerror or e}); free some space or set "
-                             "MLFLOW_TRACKING_URI to a writable path") from None
-        except Exception as e:  # noqa: BLE001 - any migration failure means the file is not a usable store
+        except Exception as e:  # noqa: BLE001 - sorted below; every branch is one line
+            if _disk_full(e):  # SQLite says "database or disk is full": not a broken store, just no room
+                raise InputError(f"MLflow store {db} could not be {done}: no space left on device ({left}); free "
+                                 "some space and run again, or set MLFLOW_TRACKING_URI to a folder with room") from None
+            if state == "empty" or isinstance(e, OSError):
+                raise InputError(f"MLflow store {db} could not be {done} ({_first_line(e)}; {left}); set "
+                                 "MLFLOW_TRACKING_URI to a writable path") from None
             raise InputError(
                 f"MLflow store {db} is half-built (schema revision {rev}, {len(missing)} table(s) missing, migration "
-                f"fails: {str(e).splitlines()[0][:120]}): its creation was interrupted, e.g. by a full disk. "
+                f"fails: {_first_line(e)}): its creation was interrupted, e.g. by a full disk. "
                 f"Move it aside (mv {db} {db}.broken) and run again"
             ) from None
 

@@ -165,3 +165,22 @@ def test_two_processes_on_the_same_stage_train_it_once(cdco_home):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert sorted(o["cached"] for o in outs) == [False, True]  # trained once
     assert outs[0]["key"] == outs[1]["key"] and outs[0]["weights"] == outs[1]["weights"]
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"], ids=["empty", "garbage", "not-an-object"])
+def test_a_damaged_stage_meta_json_is_a_miss_not_a_traceback(content):
+    """Issue 17: an empty or garbage stage ``meta.json`` crashed every later run; it is recomputed instead."""
+    import json
+
+    from cdco_core.plan import build_plan
+    from cdco_core.profile import load_profile
+    from cdco_core.runner import run_plan
+
+    cfg = load_profile("smoke", ["train.stages.0.steps=2"])
+    plan = build_plan(cfg, ["lora_mtl"], [0])
+    stage = plan.of_step("train")[0].id
+    first = run_plan(plan, [stage])[stage]
+    meta = json.loads(first.path("meta.json").read_text())
+    first.path("meta.json").write_bytes(content)
+    again = run_plan(plan, [stage])[stage]
+    assert not again.cached and json.loads(again.path("meta.json").read_text()) == meta

@@ -50,6 +50,7 @@ def test_data_check_prints_rows_labels_digests(tmp_path):
     [
         (["run", "--profile", "smoke", "--set", "train.nope=1"], "train.nope: unknown key"),
         (["run", "--profile", "nope"], "unknown profile 'nope'"),
+        (["run", "--profile", "smoke", "--methods", "cdco,nope"], "unknown method 'nope'; available:"),
         (["data", "check", "--tasks", "missing.yaml"], "task spec file not found: missing.yaml"),
         (["step", "fly", "--profile", "smoke"], "unknown step 'fly'"),
     ],

@@ -60,6 +60,25 @@ def test_data_check_refuses_what_run_refuses(tmp_path, spec, train, message):
         _one_line_exit_2(out, message)
 
 
+def test_run_refuses_bad_data_in_one_line_before_the_flow(tmp_path):
+    """`cdco run` used to find a one-class task inside the flow, after starting Prefect's temporary server, and
+    printed 80 lines (two Prefect tracebacks) before the message."""
+    import yaml
+
+    from cdco_core.paths import CONF_DIR
+
+    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\nfine,pos\nok,pos\n")
+    raw = yaml.safe_load((CONF_DIR / "smoke.yaml").read_text(encoding="utf-8"))
+    raw["profile"] = "onelabel"
+    raw["data"]["tasks"] = [yaml.safe_load(_task()) | {"files": {"train": str(tmp_path / "train.csv")}}]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "cli.main", "run", "-p", str(tmp_path / "p.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "CDCO_HOME": str(tmp_path / "h")})
+    _one_line_exit_2(out, "task 'a': a classification task needs at least two labels; got ['pos']")
+    assert out.stdout == ""  # no flow ran: it would print Prefect's log lines and the result
+
+
 def test_non_utf8_spec_yaml(tmp_path):
     (tmp_path / "train.csv").write_text(TRAIN)
     (tmp_path / "tasks.yaml").write_bytes(f"# caf\xe9\ntasks:\n  - {_task()}\n".encode("latin-1"))

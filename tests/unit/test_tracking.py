@@ -60,3 +60,29 @@ def test_nested_step_run_logs_our_digest_and_artifacts(cdco_home, tmp_path: Path
 
 def test_flatten() -> None:
     assert tracking.flatten({"a": {"b": {"c": 1}}, "d": 2}, "p") == {"p.a.b.c": 1, "p.d": 2}
+
+
+def test_dropped_rows_are_logged_per_reason(tmp_path: Path) -> None:
+    """on_invalid_rows: drop (issue 17): the counts per reason reach MLflow, beside the rows kept."""
+    import mlflow
+
+    from cdco_core.data.spec import TaskSpec
+    from cdco_core.profile import load_profile
+    from cdco_core.steps.prepare import prepare
+    from tasks.prepare import log_prepare
+
+    (tmp_path / "train.csv").write_text("review,rating\ngood,pos\n,neg\nfine,pos\n  ,pos\nmeh,neg\nok,\nbad,neg\n")
+    spec = TaskSpec(name="t", kind="ID", type="classification", text=["review"], label="rating",
+                    files={"train": str(tmp_path / "train.csv")}, on_invalid_rows="drop")
+    cfg = load_profile("smoke")
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tasks_file": None, "tasks": [spec]})})
+    with pytest.warns(UserWarning, match="train.csv: dropped 3 invalid row"):
+        record = prepare(cfg, "t")
+    with tracking.pipeline_run("exp-drop", "parent", {}) as parent:
+        log_prepare(parent, [record])
+    client = mlflow.MlflowClient()
+    [child] = client.search_runs([client.get_experiment_by_name("exp-drop").experiment_id],
+                                 f"tags.mlflow.parentRunId = '{parent}'")
+    dropped = {k: v for k, v in child.data.metrics.items() if k.startswith("dropped.")}
+    assert dropped == {"dropped.t.train.empty_text": 2.0, "dropped.t.train.empty_label": 1.0}
+    assert sum(v for k, v in child.data.metrics.items() if k.startswith("rows.t.")) == 4  # 7 rows, 3 dropped

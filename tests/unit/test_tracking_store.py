@@ -91,7 +91,7 @@ def test_interrupted_creation_leaves_no_half_built_store(tmp_path, monkeypatch):
 
     monkeypatch.setattr(db_utils, "_upgrade_db", full_disk)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with pytest.raises(InputError, match="No space left on device"):
+    with pytest.raises(InputError, match="could not be created: no space left on device"):
         tracking.prepare_store(uri)
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob(".tmp-*"))
     monkeypatch.setattr(db_utils, "_upgrade_db", real)

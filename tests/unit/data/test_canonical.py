@@ -62,6 +62,16 @@ def test_corrupt_cache_is_rebuilt_not_trusted(good_files):
     assert pd.read_parquet(b.path / "train.parquet").shape[0] == 3
 
 
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'{"digests": 3}'],
+                         ids=["empty", "garbage", "not-an-object", "wrong-shape"])
+def test_damaged_meta_json_is_rebuilt(good_files, content):
+    """Issue 17: an empty or garbage ``meta.json`` in the task cache is a miss (rebuilt), not a traceback."""
+    a = load_task(_spec(good_files), DataConfig())
+    (a.path / "meta.json").write_bytes(content)
+    b = load_task(_spec(good_files), DataConfig())
+    assert b.digest == a.digest and b.digests == a.digests and (b.path / "meta.json").read_bytes() != content
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"data file not found: .*train\.csv"):
         load_task(_spec(tmp_path), DataConfig())
