@@ -12,6 +12,9 @@
   user attribute ``overrides``.
 - **Storage**: ``sqlite:///$CDCO_HOME/tuning/optuna.db`` by default, or any Optuna storage URL (the team's
   PostgreSQL), so several workers can fill one study. Study name ``<profile>/<method>``; ``load_if_exists``.
+- **Several workers** (processes or machines on one storage) fill one study: a worker stops asking once the
+  complete and running trials reach ``n_trials``, and the sampler's seed includes the running count, so workers
+  that ask at once propose different settings. Two asks at the same instant can still overshoot by one trial.
 - **Resumable and reproducible**: a study runs until it holds ``n_trials`` complete trials. Before each trial the TPE
   sampler is re-seeded with ``(seed, number of complete trials)``, so the k-th complete trial's settings depend only
   on the seed and the trials completed before it: a study killed mid-trial and resumed proposes what an
@@ -185,11 +188,14 @@ def study_name(profile: str, method: str) -> str:
     return f"{profile}/{method}"
 
 
-def _sampler(seed: int, n_complete: int) -> Any:
+def _sampler(seed: int, n_complete: int, n_running: int = 0) -> Any:
+    """TPE seeded by the study's position: the seed, the complete trials and the trials other workers are running
+    (so two workers sharing a study propose different settings; alone, or resumed after a kill, ``n_running`` is 0
+    and the k-th complete trial depends on the seed and k only)."""
     import numpy as np
     import optuna
 
-    slot_seed = int(np.random.SeedSequence([seed, n_complete]).generate_state(1)[0])
+    slot_seed = int(np.random.SeedSequence([seed, n_complete, n_running]).generate_state(1)[0])
     return optuna.samplers.TPESampler(seed=slot_seed)
 
 
@@ -258,9 +264,10 @@ def run_study(cfg: Config, method: str, score: Callable[[list[str]], float], n_t
     _fail_orphans(study)
     while True:
         n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if n_complete >= n_trials:
+        n_running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if n_complete + n_running >= n_trials:  # done, or the rest is claimed by other workers
             return study
-        study.sampler = _sampler(seed, n_complete)
+        study.sampler = _sampler(seed, n_complete, n_running)
         trial = study.ask()
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())

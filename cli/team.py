@@ -40,7 +40,7 @@ from cdco_core.paths import PROJECT_ROOT, cdco_home
 POOL = "cdco-process"
 DB_USER = "cdco"
 HEARTBEAT_S = "30"  # flow-run heartbeat period (Prefect's minimum): a dead worker's run is Crashed after ~90 s
-DATABASES = ("prefect", "mlflow")  # one database per service, as the compose file's postgres-init creates
+DATABASES = ("prefect", "mlflow", "optuna")  # one per service (optuna: cdco tune's studies), as the compose init
 DEFAULT_PORTS = {"postgres": 5432, "prefect": 4200, "mlflow": 5000, "dask": 8786}
 PORT_VARS = {"postgres": "CDCO_PG_PORT", "prefect": "CDCO_PREFECT_PORT", "mlflow": "CDCO_MLFLOW_PORT",
              "dask": "CDCO_DASK_PORT"}
@@ -103,7 +103,9 @@ def service_commands(*, host: str, ports: dict[str, int], db_server: str, artifa
 
     prefect_api = f"http://{at('prefect-server')}:{ports['prefect']}/api"
     mlflow_uri = f"http://{at('mlflow')}:{ports['mlflow']}"
-    run_env = {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri, "CDCO_HOME": home}
+    # CDCO_OPTUNA_STORAGE: `cdco tune` run on a worker (or by anyone given this URL) fills the team's shared studies
+    run_env = {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri, "CDCO_HOME": home,
+               "CDCO_OPTUNA_STORAGE": database_url(db_server, "optuna")}
     return {
         "prefect-server": (["prefect", "server", "start", "--host", host, "--port", str(ports["prefect"])],
                            {"PREFECT_API_DATABASE_CONNECTION_URL": database_url(db_server, "prefect", "asyncpg"),

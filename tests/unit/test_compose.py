@@ -63,7 +63,9 @@ def test_databases_match_the_connection_urls(compose) -> None:
     mlflow_url = _flag(mlflow_cmd, "--backend-store-uri")
     assert prefect_url.startswith("postgresql+asyncpg://") and prefect_url.endswith("@postgres:5432/prefect")
     assert mlflow_url.startswith("postgresql://") and mlflow_url.endswith("@postgres:5432/mlflow")
-    assert created == {"prefect", "mlflow"}
+    assert created == {"prefect", "mlflow", "optuna"}
+    for service in ("worker", "dask-worker"):  # cdco tune's studies, shared by the team
+        assert _env(compose["services"][service])["CDCO_OPTUNA_STORAGE"].endswith("@postgres:5432/optuna")
     assert "/docker-entrypoint-initdb.d/" in compose["services"]["postgres"]["configs"][0]["target"]
 
 
@@ -84,7 +86,7 @@ def test_worker_environment_points_at_the_services(compose) -> None:
 
 
 def test_prefect_yaml_matches_the_code() -> None:
-    import importlib
+    from prefect.flows import load_flow_from_entrypoint
 
     from flows import deployments
     from flows.sensor import EVENT
@@ -94,9 +96,10 @@ def test_prefect_yaml_matches_the_code() -> None:
     assert set(deps) == {deployments.DEPLOYMENT, deployments.SENSOR_DEPLOYMENT}
     flow_names = {}
     for name, d in deps.items():
-        path, attr = d["entrypoint"].split(":")
-        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr)
-        flow_names[name] = flow.name
+        # a module path, as flows.deployments registers (a file path would load the flow as a stray module that
+        # an external Dask scheduler cannot import); `prefect deploy` loads it with this same function
+        assert ".py" not in d["entrypoint"] and ":" not in d["entrypoint"]
+        flow_names[name] = load_flow_from_entrypoint(d["entrypoint"]).name
         assert set(d["parameters"]) == {"profile", "overrides"}
         assert d["work_pool"]["name"] == "cdco-process"
     assert flow_names == {"full-pipeline": "cdco", "dataset-sensor": "cdco-dataset-sensor"}
