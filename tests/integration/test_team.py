@@ -171,6 +171,7 @@ def test_bad_database_url_one_message_exit_2(team_stack, case, capsys, tmp_path,
 
 def _first_attempt_hangs(marker_dir: str) -> int:
     """Record this worker process's pid; the first attempt then hangs (the test kills its worker), a retry returns."""
+    import os  # runs on a Dask worker: self-contained
 
     folder = Path(marker_dir)
     first = not any(folder.iterdir())
