@@ -200,7 +200,8 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
 
 
 def check_tasks(cfg: Any) -> None:
-    """Load every task and apply ``cdco data check``'s checks before the flow starts.
+    """Load every task and apply ``cdco data check``'s checks (and the evaluation protocols') before the flow
+    starts.
 
     Inside the flow the same check fails the flow run, and Prefect prints each failed run's traceback (80 lines
     for one bad task) after starting its temporary server; here it is one line. The canonical tables are cached
@@ -211,10 +212,13 @@ def check_tasks(cfg: Any) -> None:
     """
     from cdco_core.data import load_task, task_specs
     from cdco_core.data.checks import check_task_set, check_task_specs
+    from cdco_core.evaluation.protocols import check_protocols
 
     specs = task_specs(cfg.data)
     check_task_specs(specs)
-    check_task_set([load_task(spec, cfg.data) for spec in specs])
+    tasks = [load_task(spec, cfg.data) for spec in specs]
+    check_task_set(tasks)
+    check_protocols(cfg, tasks)  # task roles, zero-shot entries, probe budgets
 
 
 def local_prefect_settings() -> Any:
