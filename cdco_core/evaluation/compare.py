@@ -17,6 +17,7 @@ Files written by :func:`write_report` (the ``report`` step):
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ from cdco_core.evaluation.metrics import METRIC_FUNCS
 from cdco_core.evaluation.scoring import ENTRY_KINDS, FULL, KINDS, scopes
 from cdco_core.io import write_json, write_text
 
+log = logging.getLogger(__name__)
+
 AVERAGE_TASK = "average"
+FLOOR_ROW = "majority class (floor)"
 COST_TASK = "cost"
 COST_COLUMNS = {"trainable_parameters": "trainable params", "seconds_per_step": "s/step"}
 REFERENCE = "cdco"  # the method the bootstrap tests when no baseline is in the comparison
@@ -112,6 +116,49 @@ def _cost_cell(name: str, values: pd.Series) -> str:
         n = values.mean()
         return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
     return f"{values.mean():.2f}"
+
+
+# ------------------------------------------------------------------------------------------ floors
+def majority_floors(tasks: list[Any]) -> dict[str, dict[str, Any]]:
+    """The majority-class floor of each ID classification task: the score of always predicting the train split's
+    most frequent class (ties: the smaller id) on the eval split, with the task's main metric.
+
+    Returns:
+        {task: {"metric", "value", "class"}} (regression and multiple choice have no class to repeat: left out).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        if t.spec.kind != "ID" or t.spec.type in ("regression", "multiple_choice"):
+            continue
+        counts = np.bincount(t.splits["train"]["label"].to_numpy(np.int64), minlength=t.num_labels)
+        top = int(np.argmax(counts))
+        y = t.splits[t.eval_split]["label"].to_numpy(np.int64)
+        metric = t.spec.metric_name
+        out[t.name] = {"metric": metric, "value": float(METRIC_FUNCS[metric](y, np.full_like(y, top))),
+                       "class": t.label_names[top]}
+    return out
+
+
+def _floor_row(columns: list[str], floors: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The table's floor row: the floor under each ID task's main-metric column, "–" elsewhere."""
+    row = {}
+    for c in columns:
+        task = c.split(" (")[0]
+        f = floors.get(task)
+        row[c] = f"{f['value']:.3f}" if f and c == f"{task} ({f['metric']})" else "–"
+    return row
+
+
+def floor_warnings(results: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per (method, seed, ID task) whose trained head scores at or below the task's majority-class floor."""
+    out = []
+    for r in results:
+        for task, floor in floors.items():
+            value = (r["metrics"].get(task) or {}).get(floor["metric"])
+            if value is not None and value <= floor["value"] + 1e-9:
+                out.append(f"{r['method']} seed {r['seed']}: {task} {floor['metric']} {value:.3f} is at or below its "
+                           f"majority-class floor {floor['value']:.3f} (always {floor['class']!r})")
+    return out
 
 
 # -------------------------------------------------------------------------------------- bootstrap
@@ -231,7 +278,7 @@ def _sections(table: pd.DataFrame, entries: dict[str, dict[str, Any]], main_metr
 def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFrame, seeds: list[int],
                    protocol: dict[str, str], comparators_: list[str], plots: list[str], wall_s: float,
                    sections: list[tuple[str, list[str]]] | None = None,
-                   scope_names: list[str] | None = None) -> Path:
+                   scope_names: list[str] | None = None, warnings: list[str] | None = None) -> Path:
     """Write comparison.md: how it was measured, the tables, the bootstrap table, protocol notes, plots, wall time."""
     sections = sections or [("Results", list(table.columns))]
     if scope_names is None:
@@ -256,6 +303,11 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
         cols = [c for c in cols if c in table.columns]
         if cols:
             lines += [f"## {title}", "", _md_table(table[cols].reset_index()), ""]
+    if FLOOR_ROW in table.index:
+        lines += [f"Row *{FLOOR_ROW}*: always predicting the train split's most frequent class, scored on the eval "
+                  "split (the frozen probe, `frozen`, is the other floor every method should clear).", ""]
+    if warnings:
+        lines += ["## Warnings: trained heads at the majority-class floor", "", *[f"- {w}" for w in warnings], ""]
     lines += [
         f"## Paired bootstrap: every method against {' and '.join(comparators_) or '–'}",
         "",
@@ -290,7 +342,7 @@ def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str
 
 
 def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods: list[str], seeds: list[int],
-                 t0: float) -> dict[str, Any]:
+                 t0: float, floors: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The comparison files in ``out`` from the evaluations of every method x seed.
 
     Args:
@@ -299,10 +351,12 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
         out: the folder to write (see the module docstring).
         methods, seeds: the table's rows and the seeds, in order.
         t0: ``time.perf_counter()`` when the comparison started (for the wall time in comparison.md).
+        floors: :func:`majority_floors` of the ID tasks: a floor row in the table, and a warning for every trained
+            head at or below its floor.
 
     Returns:
         {"csv", "md", "plots": [...] (file names in ``out``), "table": [{method, column: "mean ± sd"}], "numbers",
-         "bootstrap", "comparators", "methods", "seeds", "wall_s"}
+         "bootstrap", "comparators", "floors", "warnings", "methods", "seeds", "wall_s"}
     """
     from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
 
@@ -317,6 +371,12 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
 
     long = long_frame(results)
     table, numbers = summary_table(long, methods, main_metric, scope_names)
+    floors = floors or {}
+    warnings = floor_warnings(results, floors)
+    for w in warnings:
+        log.warning("%s", w)
+    if floors:
+        table.loc[FLOOR_ROW] = _floor_row(list(table.columns), floors)
     preds = {(r["method"], r["seed"]): pd.read_parquet(r["predictions"]) for r in results}
     against = comparators(methods, numbers)
     pairs: list[tuple[str, str]] = []
@@ -333,10 +393,11 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
     plots = _write_plots(out, cfg, numbers, methods, main_metric, kinds, plot_kind_bars, plot_task_deltas)
     wall = time.perf_counter() - t0
     md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, against, plots, wall,
-                             _sections(table, entries, main_metric, scope_names), scope_names)
+                             _sections(table, entries, main_metric, scope_names), scope_names, warnings)
     result = {"csv": csv_path.name, "md": md_path.name, "plots": [Path(p).name for p in plots],
               "table": table.reset_index().to_dict(orient="records"), "numbers": numbers,
-              "bootstrap": boot.to_dict(orient="records"), "comparators": against, "methods": methods,
+              "bootstrap": boot.to_dict(orient="records"), "comparators": against, "floors": floors,
+              "warnings": warnings, "methods": methods,
               "seeds": seeds, "wall_s": round(wall, 2)}
     write_json(result, out / "results.json")
     return result

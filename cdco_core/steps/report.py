@@ -1,7 +1,7 @@
 """Step ``report``: the comparison over every evaluated method and seed (:mod:`cdco_core.evaluation.compare`).
 
-Inputs: every ``evaluate`` record, in method x seed order. Writes comparison.csv, comparison.md, bootstrap.csv,
-results.json and the plots.
+Inputs: every ``evaluate`` record, in method x seed order, and the ID tasks (for their majority-class floors).
+Writes comparison.csv, comparison.md, bootstrap.csv, results.json and the plots.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ def section(cfg: Config, node: Node) -> dict[str, Any]:
 
 
 def compute(call: StepCall) -> dict[str, Any]:
-    from cdco_core.evaluation.compare import write_report
+    from cdco_core.data import open_task
+    from cdco_core.evaluation.compare import majority_floors, write_report
 
     t0 = time.perf_counter()
-    results = [{**r.outputs, "predictions": str(r.path("predictions.parquet"))}
-               for r in (call.inputs[i] for i in call.node.inputs)]
-    return write_report(call.cfg, results, call.out, call.node.params["methods"], call.node.params["seeds"], t0)
+    results = [{**call.inputs[i].outputs, "predictions": str(call.inputs[i].path("predictions.parquet"))}
+               for i in call.node.inputs if i.startswith("evaluate[")]
+    floors = majority_floors([open_task(call.inputs[i]) for i in call.node.inputs if i.startswith("prepare[")])
+    return write_report(call.cfg, results, call.out, call.node.params["methods"], call.node.params["seeds"], t0,
+                        floors=floors)
 
 
 STEP = Step("report", section, compute, label=lambda node: "comparison")

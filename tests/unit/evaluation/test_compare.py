@@ -124,3 +124,24 @@ def test_plot_colours_and_range():
                          {"a": {"ID": 0.01, "OOD": 0.02}, "b": {"ID": 0.0}}, margin=0.05)
     assert (lo, hi) == pytest.approx((0.7 - 0.02 - 0.05, 0.9 + 0.05))
     assert value_range({"a": {"ID": float("nan")}}, {}) is None
+
+
+def test_majority_floor_and_a_warning_for_a_head_at_it(smoke_cfg):
+    from cdco_core.data import load_tasks
+    from cdco_core.evaluation.metrics import METRIC_FUNCS
+
+    tasks = load_tasks(smoke_cfg.data)
+    floors = C.majority_floors(tasks)
+    assert set(floors) == {"rotten_tomatoes", "sms_spam"}  # ID classification tasks only
+    spam = next(t for t in tasks if t.name == "sms_spam")
+    y = spam.splits[spam.eval_split]["label"].to_numpy()
+    top = int(np.bincount(spam.splits["train"]["label"].to_numpy()).argmax())
+    assert floors["sms_spam"]["class"] == spam.label_names[top] == "ham"
+    assert floors["sms_spam"]["value"] == pytest.approx(METRIC_FUNCS["macro_f1"](y, np.full_like(y, top)))
+    at_floor = {"method": "cdco", "seed": 2, "metrics": {"sms_spam": {"macro_f1": floors["sms_spam"]["value"]},
+                                                          "rotten_tomatoes": {"accuracy": 0.99}}}
+    above = {"method": "lora_mtl", "seed": 0, "metrics": {"sms_spam": {"macro_f1": 0.9},
+                                                           "rotten_tomatoes": {"accuracy": 0.99}}}
+    warnings = C.floor_warnings([at_floor, above], floors)
+    assert len(warnings) == 1 and warnings[0].startswith("cdco seed 2: sms_spam macro_f1")
+    assert "majority-class floor" in warnings[0] and "'ham'" in warnings[0]

@@ -34,7 +34,11 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     res = run_comparison(short_smoke_cfg, methods=METHODS, seeds=SEEDS, out_dir=tmp_path / "cmp")
     tasks = ["rotten_tomatoes", "sms_spam", "imdb", "country_region", "country_capital"]
     table = pd.DataFrame(res["table"]).set_index("method")
-    assert list(table.index) == METHODS
+    assert list(table.index) == [*METHODS, "majority class (floor)"]
+    floor = table.loc["majority class (floor)"]
+    assert floor["rotten_tomatoes (accuracy)"] != "–" and floor["imdb (accuracy)"] == "–"  # ID tasks only
+    assert float(floor["sms_spam (macro_f1)"]) < 0.5  # always "ham": macro-F1 below one half
+    table = table.drop(index="majority class (floor)")
     assert list(table.columns) == [
         "rotten_tomatoes (accuracy)", "sms_spam (macro_f1)", "imdb (accuracy)", "country_region (accuracy)",
         "country_capital (accuracy)", "ID", "OOD", "KI", "overall", "primary", "trainable params", "s/step"]
