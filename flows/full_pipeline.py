@@ -187,12 +187,17 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     from prefect.settings import PREFECT_HOME
 
     from cdco_core import orphans
+    from cdco_core.plan import build_plan
     from cdco_core.profile import config_to_json
     from tasks import tracking
 
     orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
     check_tasks(cfg)
+    # What the plan refuses (a contrastive method with an empty OOD pool, adapter groups a stage lacks) is one line
+    # here; inside the flow it would come after Prefect's server start and its tracebacks. Planning is cheap and
+    # computes nothing; the flow plans again because a deployment run has no caller to plan for it.
+    build_plan(cfg, report=True)
     tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
         orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())

@@ -54,5 +54,6 @@ def test_one_run_computes_every_node_once(monkeypatch) -> None:
     assert expected and set(computed) == expected, sorted(expected ^ set(computed))
     assert all(n == 1 for n in computed.values()), {k: v for k, v in computed.items() if v != 1}
     assert sum(k.startswith("train[cdco/") for k in computed) == len(cfg.train.stages)
-    assert calls["build_plan"] == 1 and calls["load_profile"] == 0  # planned once; the config passed validated
+    # planned before the flow (to refuse a bad plan in one line) and once in it; the config passed validated
+    assert calls["build_plan"] == 2 and calls["load_profile"] == 0
     assert not any(s["cached"] for s in result["steps"].values())

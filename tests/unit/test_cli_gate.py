@@ -79,6 +79,16 @@ def test_run_refuses_bad_data_in_one_line_before_the_flow(tmp_path):
     assert out.stdout == ""  # no flow ran: it would print Prefect's log lines and the result
 
 
+def test_run_refuses_what_the_plan_refuses_in_one_line_before_the_flow(tmp_path):
+    # every OOD task excluded from the pool: CDCO's contrastive stages have no negatives to draw
+    out = subprocess.run([sys.executable, "-m", "cli.main", "run", "-p", "smoke", "--set",
+                          "negatives.strict_exclude=[imdb]"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "CDCO_HOME": str(tmp_path / "h")})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "pool" in out.stderr, out.stderr[-2000:]
+    assert out.stdout == ""  # no flow ran
+
+
 def test_non_utf8_spec_yaml(tmp_path):
     (tmp_path / "train.csv").write_text(TRAIN)
     (tmp_path / "tasks.yaml").write_bytes(f"# caf\xe9\ntasks:\n  - {_task()}\n".encode("latin-1"))

@@ -56,7 +56,8 @@ def _extra_ood(tmp_path: Path) -> list[str]:
 
 def test_strict_mode_excludes_the_named_domains(tmp_path):
     both = negatives_step(load_profile("smoke", _extra_ood(tmp_path)))
-    assert set(pd.read_parquet(both["negatives[seed0]"].path("negatives.parquet"))["negative_dataset"]) == {"bio", "imdb"}
+    table = pd.read_parquet(both["negatives[seed0]"].path("negatives.parquet"))
+    assert set(table["negative_dataset"]) == {"bio", "imdb"}
     strict = negatives_step(load_profile("smoke", [*_extra_ood(tmp_path), "negatives.strict_exclude=[imdb]"]))
     assert set(pd.read_parquet(strict["negatives[seed0]"].path("negatives.parquet"))["negative_dataset"]) == {"bio"}
     assert "embed[imdb]" not in strict
