@@ -60,13 +60,19 @@ def run_plan(plan: Plan, targets: list[str] | None = None, jobs: int = 1, thread
     threads = threads_per_job or max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        _run_parallel(plan, rest, done, pool, on_done, on_step)
+        _run_parallel(plan, rest, done, pool, jobs, on_done, on_step)
     return done
 
 
-def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: ProcessPoolExecutor,
+def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: ProcessPoolExecutor, slots: int,
                   on_done: Progress | None, on_step: Callable[[dict[str, Any]], None] | None) -> None:
-    """Submit each worker node once its inputs exist; run the others here, in plan order."""
+    """Run worker nodes on the pool, at most one per worker at a time, taking the first ready one in plan order;
+    run the others here, in plan order.
+
+    Plan order is method by method, seed by seed, each evaluation right after its last stage: a free worker takes
+    the earliest method's next node, so whole methods finish (and are scored) one after another instead of every
+    method's first stage first. A comparison cut short leaves complete method x seed results behind.
+    """
     from cdco_core.profile import config_to_json
 
     pending = list(order)
@@ -77,6 +83,8 @@ def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: P
             if not all(i in done for i in node.inputs):
                 continue
             if node.step in WORKER_STEPS:
+                if len(running) >= slots:
+                    continue  # queued nodes would run in submission order, not plan order
                 wire = config_to_json(plan.config_for(node))
                 inputs = {i: done[i].as_dict() for i in node.inputs}
                 running[pool.submit(_execute_in_worker, wire, node.as_dict(), inputs)] = nid
