@@ -31,8 +31,19 @@ def dataset_trigger(label: str, profile: str, overrides: list[str]) -> Any:
         name=f"cdco-{label}-dataset-changed",
         expect={EVENT},
         match={"prefect.resource.id": "cdco.dataset.*", "cdco.profile": label},
-        parameters={"profile": profile, "overrides": overrides},
+        parameters={"profile": profile, "overrides": overrides, "trigger": trigger_parameter()},
     )
+
+
+def trigger_parameter() -> dict[str, Any]:
+    """The flow's ``trigger`` parameter, filled from the event when the automation runs the deployment: the
+    changed dataset, its new and previous digests, the event's id (tags on the MLflow parent run)."""
+    def text(template: str) -> dict[str, str]:  # rendered as a string, whatever the value's type
+        return {"__prefect_kind": "jinja", "template": template}
+
+    return {"kind": "dataset", "dataset": text("{{ event.payload.dataset }}"),
+            "digest": text("{{ event.payload.digest }}"),
+            "previous_digest": text("{{ event.payload.previous_digest }}"), "event_id": text("{{ event.id }}")}
 
 
 def build_deployments(profile: str, overrides: list[str] | None = None, by_module: bool = False) -> list[Any]:
