@@ -18,6 +18,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdco_core.cache import Record
+from cdco_core.errors import InputError
 from flows.runners import task_runner
 from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
 
@@ -166,7 +167,8 @@ def _prefect_links() -> dict[str, str]:
         url = flow_run.ui_url
     except Exception:  # noqa: BLE001 - no UI configured: nothing to link
         url = None
-    return {"prefect.flow_run_url": str(url)} if url else {}
+    # without a UI address Prefect formats "None/flow-runs/..."
+    return {"prefect.flow_run_url": str(url)} if str(url).startswith(("http://", "https://")) else {}
 
 
 def _read_flow_run(flow_run_id: str | None) -> Any:
@@ -223,13 +225,66 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     from cdco_core.profile import config_to_json
     from tasks import tracking
 
+    check_prefect_server()
     orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
     tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
         orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())
-        return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg),
-                    trigger={"kind": "manual", "via": "cdco run"})
+        try:
+            return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg),
+                        trigger={"kind": "manual", "via": "cdco run"})
+        finally:
+            stop_temporary_servers()
+
+
+def stop_temporary_servers() -> None:
+    """Stop Prefect's temporary local server now rather than at interpreter exit, so its goodbye line comes
+    before the command's summary instead of after it. The events and log workers are drained first: they send
+    to that server (at exit Prefect drains them before its server stops, too)."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - another Prefect layout: it stops at exit as before
+        return
+    servers = list(getattr(SubprocessASGIServer, "_instances", {}).values())
+    if not servers:
+        return
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=30)
+    for server in servers:
+        server.stop()
+
+
+class PrefectUnavailableError(InputError):
+    """``PREFECT_API_URL`` names a server that does not answer."""
+
+
+def check_prefect_server(timeout: float = 5.0) -> None:
+    """With ``PREFECT_API_URL`` set (e.g. left exported after ``make stop``), its server must answer ``/health``.
+
+    Raises:
+        PrefectUnavailableError: one line: the URL, what failed, and the two ways out.
+    """
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # local mode: a temporary server is started
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
+            if resp.status == 200:
+                return
+            reason = f"HTTP {resp.status}"
+    except (OSError, urllib.error.URLError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise PrefectUnavailableError(
+        f"the Prefect server at PREFECT_API_URL={url} is not reachable ({reason}): `unset PREFECT_API_URL` "
+        "to run locally without a server, or start it with `make serve`")
 
 
 def local_prefect_settings() -> Any:

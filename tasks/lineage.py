@@ -179,7 +179,7 @@ def log_upstream(lin: Lineage, node_id: str, contexts: Callable[[Record, str | N
         model = lin.models.get(up)
         if model:  # a previous stage or the stage an evaluation scores: the run-to-model edge MLflow draws
             mlflow.log_input(model=LoggedModelInput(model))
-            link = f"{lin.run_link(up)}, model [{model}]({model_url(lin.experiment_id, model)})"
+            link = f"{lin.run_link(up)} ([model]({model_url(lin.experiment_id, model)}))"
         else:
             link = lin.run_link(up)
         rows.append(f"| `{up}` | {context} | `{short(rec.digest)}` | {link} |")

@@ -58,6 +58,14 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     assert STEP_RUNS | {f"train[cdco/seed0/{s}]" for s in STAGES} <= set(children)
     with get_client(sync_client=True) as pc:  # the Prefect run is tagged with the MLflow run id
         assert f"mlflow:{parent.info.run_id}" in pc.read_flow_run(flow_run.id).tags
+        # and carries the results table with the MLflow run's address; the MLflow parent links back
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        [art] = pc.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[flow_run.id])))
+        assert f"#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}" in art.data and "| cdco |" in art.data
+    assert parent.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run.id}")
+    assert parent.data.tags["cdco.trigger"] == "manual" and parent.data.metrics["cdco.overall"] >= 0
     assert client.download_artifacts(parent.info.run_id, "config/resolved.yaml").endswith("resolved.yaml")
 
     inputs = {d.dataset.name: d for d in children["prepare_data"].inputs.dataset_inputs}
@@ -127,10 +135,11 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.sensor import EVENT, dataset_sensor
+    from flows.sensor import EVENT, dataset_sensor, state_path
     from tests.integration.conftest import write_ki_csv
 
-    # the served sensor may already have recorded the baseline (its interval schedule starts at once)
+    # the serve process checked the datasets once at start: the baseline exists without waiting an interval
+    assert _poll(lambda: state_path(on_stack["profile"], []).exists(), 120), "no sensor check at serve start"
     assert dataset_sensor(on_stack["profile"])["changed"] == {}
     before = _run_pipeline(on_stack["profile"])["steps"]
     write_ki_csv(on_stack["ki_csv"], variant=1)  # one KI dataset changes
