@@ -74,5 +74,5 @@ def _mlflow_line(result: dict[str, Any]) -> str:
     if result.get("mlflow_url"):
         return f"MLflow      {result['mlflow_url']}"
     if result.get("mlflow_ui"):
-        return f"MLflow      {result['mlflow_ui']}   (then open http://127.0.0.1:5000)"
+        return f"MLflow      {result['mlflow_ui']}   then open {result.get('mlflow_page') or 'http://127.0.0.1:5000'}"
     return f"MLflow      run {result.get('mlflow_run_id')}"

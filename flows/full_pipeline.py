@@ -155,8 +155,7 @@ def cdco(profile: str = "demo", overrides: list[str] | None = None,
         result = {"profile": cfg.profile, "mlflow_run_id": run_id, "flow_run_id": flow_run_id,
                   **steps(config_to_json(cfg), run_id, storage)}
         links = parent.log_parent(run_id, result)
-    return {**result, "mlflow_url": links["mlflow_url"], "mlflow_ui": links["mlflow_ui"],
-            "averages": links["averages"]}
+    return {**result, **{k: links[k] for k in ("mlflow_url", "mlflow_ui", "mlflow_page", "averages")}}
 
 
 def _prefect_links() -> dict[str, str]:

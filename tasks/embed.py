@@ -19,4 +19,5 @@ def log_embed(lin: Lineage, node_id: str) -> None:
         mlflow.log_metric("shards_computed", len(o.get("computed_shards") or []))
         out = lineage.output_row(lin, node_id, "embeddings", r.digest,
                                  f"{len(o.get('shards') or [])} shard(s), {o.get('rows')} rows, `{r.dir}`")
-        lineage.describe(f"{node_id}: sentence vectors of {o.get('dataset')} ({o.get('role')})", inputs, [out])
+        lineage.describe(f"{node_id}: sentence vectors of {o.get('dataset')} ({o.get('role')})", inputs, [out],
+                         digest=r.digest)

@@ -56,4 +56,4 @@ def log_evaluate(lin: Lineage, node_id: str) -> None:
                                            "artifact `evaluation/metrics.json`"))
         weights = str(final_rec.outputs.get("weights_sha256", ""))
         lineage.describe(f"{node_id}: scored weights `{weights[:12]}` of {lin.run_link(final)} on every task",
-                         inputs, outs)
+                         inputs, outs, digest=r.digest)

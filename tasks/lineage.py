@@ -58,13 +58,18 @@ class Lineage:
         return f"[{self.run_names.get(node_id, node_id)}]({run_url(self.experiment_id, run)})"
 
 
+# MLflow 3's UI opens in its GenAI view unless told otherwise (a per-browser setting, default GenAI); this query
+# parameter opens the model-training view, where runs, datasets and models are.
+ML_VIEW = "?workflowType=machine_learning"
+
+
 def run_url(experiment_id: str, run_id: str) -> str:
     """The UI route of a run, relative to the MLflow server's root (works in run descriptions)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    return f"#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW}"
 
 
 def model_url(experiment_id: str, model_id: str) -> str:
-    return f"#/experiments/{experiment_id}/models/{model_id}"
+    return f"#/experiments/{experiment_id}/models/{model_id}{ML_VIEW}"
 
 
 def short(digest: str) -> str:
@@ -186,11 +191,17 @@ def log_upstream(lin: Lineage, node_id: str, contexts: Callable[[Record, str | N
     return rows
 
 
-def describe(title: str, inputs: list[str], outputs: list[str], notes: list[str] | None = None) -> None:
-    """The active run's description (Markdown in the run page): what it read, with links, and what it wrote."""
+def describe(title: str, inputs: list[str], outputs: list[str], notes: list[str] | None = None,
+             digest: str | None = None) -> None:
+    """The active run's description (Markdown in the run page): what it read, with links, and what it wrote.
+
+    ``digest``: the output's record digest, the sha256 the runs that read it list for it.
+    """
     import mlflow
 
     lines = [f"**{title}**", ""]
+    if digest:
+        lines += [f"Output digest (as the steps that read it list it): `{short(digest)}`", ""]
     if inputs:
         lines += ["Inputs:", "", "| input | context | sha256 | produced by |", "|---|---|---|---|", *inputs, ""]
     if outputs:

@@ -20,4 +20,5 @@ def log_manifold(lin: Lineage, node_id: str) -> None:
         mlflow.log_metrics({k: float(v) for k, v in r.outputs.items()
                             if isinstance(v, int | float) and not isinstance(v, bool)})
         out = lineage.output_row(lin, node_id, "coords.parquet", r.files["coords.parquet"], f"`{r.dir}`")
-        lineage.describe(f"{run_name(node_id)}: UMAP manifold of the anchors and the OOD pool", inputs, [out])
+        lineage.describe(f"{run_name(node_id)}: UMAP manifold of the anchors and the OOD pool", inputs, [out],
+                         digest=r.digest)

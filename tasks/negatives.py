@@ -29,4 +29,4 @@ def log_negatives(lin: Lineage, node_id: str) -> None:
                                             f" of [run {held[:8]}]({lineage.run_url(lin.experiment_id, held)})")
         out = lineage.output_row(lin, node_id, "negatives.parquet", r.files["negatives.parquet"],
                                  f"{r.outputs.get('rows')} rows, {where}")
-        lineage.describe(f"{run_name(node_id)}: hard negatives from the OOD pool", inputs, [out])
+        lineage.describe(f"{run_name(node_id)}: hard negatives from the OOD pool", inputs, [out], digest=r.digest)

@@ -60,7 +60,9 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | 
     """The run's page on an MLflow server; None for a local store (no server to link to)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    from tasks.lineage import run_url
+
+    return f"{tracking_uri.rstrip('/')}/{run_url(experiment_id, run_id)}"
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
@@ -103,7 +105,8 @@ def artifact_key(profile: str) -> str:
 
 def log_parent(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """Metrics per method, the description and the links on the parent run; the Prefect artifact. Returns
-    {"mlflow_url", "mlflow_ui", "averages"} for the caller's summary."""
+    {"mlflow_url" (None for a local store), "mlflow_ui" (the command that serves a local store), "mlflow_page"
+    (the run's page on that server), "averages"} for the caller's summary."""
     import mlflow
 
     from tasks import tracking
@@ -116,13 +119,14 @@ def log_parent(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     uri = tracking.tracking_uri()
     url = mlflow_run_url(uri, experiment_id, run_id)
     ui = mlflow_ui_command(uri)
+    page = url or mlflow_run_url("http://127.0.0.1:5000", experiment_id, run_id)  # where `mlflow ui` serves it
     reg = result.get("registered")
     md = results_markdown(result.get("profile", ""), averages, url, ui, reg, (result.get("report") or {}).get("md"))
     if reg:
         client.set_tag(run_id, "cdco.registered_model", f"{reg['name']}/{reg['version']}")
     client.set_tag(run_id, "mlflow.note.content", md)
     _prefect_artifact(result.get("profile", ""), md)
-    return {"mlflow_url": url, "mlflow_ui": ui, "averages": averages}
+    return {"mlflow_url": url, "mlflow_ui": ui, "mlflow_page": page, "averages": averages}
 
 
 def _prefect_artifact(profile: str, markdown: str) -> None:

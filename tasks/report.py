@@ -3,7 +3,10 @@ results JSON and the plots out, uploaded once per content.
 
 ``comparison.md`` links its plots by file name, which a browser resolves against the MLflow UI's own address (a
 broken image). The copy logged for the UI (``comparison/comparison.md``, and the run's description) links them
-through the tracking server's artifact route instead; the file as written on disk is left as it is.
+through the tracking server's artifact route instead; the file as written on disk is left as it is. MLflow's
+artifact viewer shows only images with an absolute http(s) address, so against a tracking server the links carry
+its address; a local SQLite store has no server address, and there the plots show in the run's description (the
+relative route works in the UI, whichever port ``mlflow ui`` uses).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ ARTIFACT_DIR = "comparison"
 REPORT_FILES = ("bootstrap.csv", "results.json")
 
 
-def ui_markdown(md: str, run_id: str, folder: str = ARTIFACT_DIR) -> str:
-    """``md`` with relative image links (``![x](kinds.png)``) pointing at the run's artifacts on the server."""
+def ui_markdown(md: str, run_id: str, folder: str = ARTIFACT_DIR, server: str | None = None) -> str:
+    """``md`` with relative image links (``![x](kinds.png)``) pointing at the run's artifacts on the server
+    (``server``: its address, for an absolute link; None: relative to the UI's root)."""
     def link(m: re.Match[str]) -> str:
         target = m.group(2)
-        if "://" in target or target.startswith(("/", "#", "get-artifact")):
+        if "://" in target or target.startswith(("/", "#")) or "get-artifact?" in target:
             return m.group(0)
         q = urllib.parse.urlencode({"path": f"{folder}/{target}", "run_uuid": run_id})
-        return f"![{m.group(1)}](get-artifact?{q})"
+        route = f"{server.rstrip('/')}/get-artifact" if server else "get-artifact"
+        return f"![{m.group(1)}]({route}?{q})"
 
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", link, md)
 
@@ -41,9 +46,13 @@ def log_report(lin: Lineage, node_id: str = "report") -> None:
         md_path = r.path(o["md"])
         files = [r.path(o["csv"]), *(r.path(f) for f in REPORT_FILES), *(r.path(p) for p in o.get("plots", []))]
 
+        uri = tracking.tracking_uri()
+        server = uri if uri.startswith(("http://", "https://")) else None
+
         def upload() -> None:
             tracking.log_paths([f for f in files if f.exists()], ARTIFACT_DIR)
-            mlflow.log_text(ui_markdown(md_path.read_text(encoding="utf-8"), run_id), f"{ARTIFACT_DIR}/{o['md']}")
+            mlflow.log_text(ui_markdown(md_path.read_text(encoding="utf-8"), run_id, server=server),
+                            f"{ARTIFACT_DIR}/{o['md']}")
 
         held = lineage.upload_once(lin, run_id, r.key, upload)
         mlflow.log_param("methods", ",".join(o.get("methods", [])))
@@ -51,4 +60,4 @@ def log_report(lin: Lineage, node_id: str = "report") -> None:
                 for f in [md_path, *files] if f.name in r.files]
         report_md = ui_markdown(md_path.read_text(encoding="utf-8"), held)
         lineage.describe("report: the comparison of every evaluated method and seed", inputs, outs,
-                         ["---", "", report_md])
+                         ["---", "", report_md], digest=r.digest)

@@ -102,7 +102,8 @@ def log_stage(lin: Lineage, node_id: str, package: Callable[[Path], dict[str, An
         if held != run_id:
             where += f", logged by [run {held[:8]}]({lineage.run_url(lin.experiment_id, held)})"
         out = lineage.output_row(lin, node_id, "weights.safetensors", sha, where)
-        lineage.describe(f"{node_id}: stage {stage['name']} of {meta['method']}, seed {meta['seed']}", inputs, [out])
+        lineage.describe(f"{node_id}: stage {stage['name']} of {meta['method']}, seed {meta['seed']}", inputs, [out],
+                         digest=record.digest)
     return model_id
 
 

@@ -42,7 +42,8 @@ def test_method_averages_mean_over_seeds_and_tolerate_new_keys() -> None:
 
 
 def test_mlflow_links() -> None:
-    assert parent.mlflow_run_url("http://127.0.0.1:5000/", "3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert parent.mlflow_run_url("http://127.0.0.1:5000/", "3", "abc") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"  # not the GenAI view
     assert parent.mlflow_run_url("sqlite:////x/mlflow.db", "3", "abc") is None
     assert parent.mlflow_ui_command("sqlite:////x/mlflow.db") == "mlflow ui --backend-store-uri sqlite:////x/mlflow.db"
     assert parent.artifact_key("My_Profile.v2") == "cdco-my-profile-v2-results"
@@ -55,3 +56,6 @@ def test_report_images_point_at_the_server_artifact_route() -> None:
     assert "![d](get-artifact?path=comparison%2Fdeltas.png&run_uuid=run1)" in out
     assert "![web](https://x/y.png)" in out and "[link](a.md)" in out
     assert ui_markdown(out, "run2") == out  # already rewritten: left alone
+    absolute = ui_markdown(md, "run1", server="http://127.0.0.1:5000/")  # what MLflow's artifact viewer shows
+    assert "![kinds](http://127.0.0.1:5000/get-artifact?path=comparison%2Fkinds.png&run_uuid=run1)" in absolute
+    assert ui_markdown(absolute, "run2") == absolute
