@@ -148,10 +148,31 @@ def meta_dataset(name: str, sha256: str, path: str | Path) -> Any:
     return MetaDataset(source=source, name=name, digest=sha256[:MLFLOW_DIGEST_LEN])
 
 
-def log_dataset(dataset: Any, sha256: str, context: str, tags: dict[str, str] | None = None) -> None:
-    import mlflow
+# How a database reports two writers inserting the same row (MLflow's SQL store checks, then inserts).
+CONFLICTS = ("UniqueViolation", "UNIQUE constraint failed", "IntegrityError", "Duplicate entry")
 
-    mlflow.log_input(dataset, context=context, tags={"cdco.sha256": sha256, **(tags or {})})
+
+def log_dataset(dataset: Any, sha256: str, context: str, tags: dict[str, str] | None = None,
+                attempts: int = 4) -> None:
+    """``mlflow.log_input``, again when another run inserted the same dataset at the same moment.
+
+    MLflow's SQL store looks a dataset (experiment, name, digest) up, then inserts it when missing: two pipeline
+    runs logging the same dataset at once (two workers of a team stack) make the second insert fail with a
+    unique-key violation. The next attempt finds the row and links it.
+    """
+    import time
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context, tags={"cdco.sha256": sha256, **(tags or {})})
+            return
+        except MlflowException as e:
+            if attempt == attempts - 1 or not any(c in str(e) for c in CONFLICTS):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def log_upstream(lin: Lineage, node_id: str, contexts: Callable[[Record, str | None], str],

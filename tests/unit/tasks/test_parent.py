@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
+import pytest
+
 from tasks import parent
 from tasks.report import ui_markdown
 
@@ -59,3 +61,27 @@ def test_report_images_point_at_the_server_artifact_route() -> None:
     absolute = ui_markdown(md, "run1", server="http://127.0.0.1:5000/")  # what MLflow's artifact viewer shows
     assert "![kinds](http://127.0.0.1:5000/get-artifact?path=comparison%2Fkinds.png&run_uuid=run1)" in absolute
     assert ui_markdown(absolute, "run2") == absolute
+
+
+def test_a_dataset_inserted_by_another_run_at_once_is_logged_on_retry(monkeypatch) -> None:
+    """Two team workers log the same dataset at the same moment: the loser's unique-key error is retried."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks import lineage
+
+    calls = []
+
+    def log_input(dataset, context=None, tags=None):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException("BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates "
+                                  'unique constraint "dataset_pk"')
+
+    monkeypatch.setattr(mlflow, "log_input", log_input)
+    lineage.log_dataset(object(), "ab" * 32, "training")
+    assert calls == ["training", "training"]
+    calls.clear()
+    monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
+    with pytest.raises(MlflowException, match="other"):  # anything else is not retried
+        lineage.log_dataset(object(), "ab" * 32, "training")
