@@ -122,9 +122,12 @@ def log_parent(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     page = url or mlflow_run_url("http://127.0.0.1:5000", experiment_id, run_id)  # where `mlflow ui` serves it
     reg = result.get("registered")
     md = results_markdown(result.get("profile", ""), averages, url, ui, reg, (result.get("report") or {}).get("md"))
+    note = md
     if reg:
         client.set_tag(run_id, "cdco.registered_model", f"{reg['name']}/{reg['version']}")
-    client.set_tag(run_id, "mlflow.note.content", md)
+        # in the MLflow UI, the version's page (relative: it is the same server)
+        note += f"\n\n[{reg['name']} version {reg['version']}](#/models/{reg['name']}/versions/{reg['version']})"
+    client.set_tag(run_id, "mlflow.note.content", note)
     _prefect_artifact(result.get("profile", ""), md)
     return {"mlflow_url": url, "mlflow_ui": ui, "mlflow_page": page, "averages": averages}
 

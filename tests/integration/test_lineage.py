@@ -131,6 +131,9 @@ def test_registered_version_points_at_its_stage_and_model(store) -> None:
     champ = store.get_model_version_by_alias("cdco-smoke", "champion")
     assert champ.tags["cdco.method"] == best
     assert champion is not None
+    parent = store.get_run(RESULT["mlflow_run_id"])  # the parent links the version it produced
+    assert parent.data.tags["cdco.registered_model"] == f"cdco-smoke/{reg['version']}"
+    assert f"#/models/cdco-smoke/versions/{reg['version']})" in parent.data.tags["mlflow.note.content"]
     reg_run = runs["register_model"]
     assert final_model in [m.model_id for m in reg_run.inputs.model_inputs]
     assert reg_run.data.params["version"] == reg["version"] and reg_run.data.metrics
