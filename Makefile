@@ -11,6 +11,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 # local: SQLite + one serve process; team: PostgreSQL, a work pool with workers, Dask (README: Teams)
 STACK ?= local
+# make serve PROFILE=smoke SET="train.batch_size=4 eval.seeds=[0]": the profile the deployment and the sensor use
+PROFILE ?= $(or $(CDCO_PROFILE),demo)
+SET ?=
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,7 +52,7 @@ bench: $(STAMP)
 
 serve: $(STAMP)
 	@if [ "$(STACK)" = team ]; then bash scripts/system-deps.sh; fi
-	$(BIN)/python -m cli.serve start --stack $(STACK)
+	$(BIN)/python -m cli.serve start --stack $(STACK) --profile $(PROFILE) $(foreach s,$(SET),--set '$(s)')
 
 stop:
 	$(BIN)/python -m cli.serve stop

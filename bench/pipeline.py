@@ -27,7 +27,7 @@ def timed_run(profile: str, home: Path, overrides: list[str] | None = None) -> t
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("PREFECT_API_URL", None)  # local mode, like `make demo`
     sets = [a for o in overrides or [] for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "cli.main", "run", "--profile", profile, *sets]
+    cmd = [sys.executable, "-m", "cli.main", "run", "--profile", profile, *sets, "--json"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0

@@ -25,6 +25,7 @@ app.add_typer(cache_app, name="cache")
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="conf/<NAME>.yaml, or a path to a YAML file")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: key.sub=value (repeatable)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the full result as JSON instead of the summary")]
 
 
 def _user_errors(fn):
@@ -66,8 +67,12 @@ def _writable_home() -> None:
 @_user_errors
 def run(profile: Profile = "demo", set_: Sets = None,
         methods: Annotated[str | None,
-                           typer.Option(help="comma-separated methods, or all; default from config")] = None):
+                           typer.Option(help="comma-separated methods, or all; default from config")] = None,
+        as_json: AsJson = False):
     """Run the whole pipeline (Prefect flow 'cdco', local mode: no server needed)."""
+    import time
+
+    t0 = time.perf_counter()
     overrides = list(set_ or [])
     if methods:
         overrides.append(f"eval.methods=[{methods}]")
@@ -76,7 +81,12 @@ def run(profile: Profile = "demo", set_: Sets = None,
     from flows.full_pipeline import run_pipeline
 
     result = run_pipeline(cfg, profile=profile, overrides=overrides)
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from cli.summary import run_summary
+
+        typer.echo("\n" + run_summary(result, time.perf_counter() - t0))
 
 
 @app.command()
@@ -109,8 +119,12 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             out: Annotated[Path | None, typer.Option(help="output folder (default under CDCO_HOME)")] = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1,
             tuned: Annotated[Path | None, typer.Option(help="best settings from `cdco tune` (YAML method -> "
-                                                       "key=value list), each applied to its method")] = None):
+                                                       "key=value list), each applied to its method")] = None,
+            as_json: AsJson = False):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
+    import time
+
+    t0 = time.perf_counter()
     cfg = _load(profile, set_)
     _writable_home()
     from cdco_core.runner import run_comparison
@@ -123,7 +137,12 @@ def compare(profile: Profile = "demo", set_: Sets = None,
 
         settings = read_tuned(tuned, METHODS.names())  # an unknown method in the file: one line, exit 2
     result = run_comparison(cfg, methods=_methods(methods), seeds=s, out_dir=out, jobs=jobs, tuned=settings)
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from cli.summary import compare_summary
+
+        typer.echo("\n" + compare_summary(result, time.perf_counter() - t0))
 
 
 @app.command()

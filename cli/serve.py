@@ -84,7 +84,10 @@ def commands(home: Path, prefect_port: int, mlflow_port: int, profile: str,
 
 
 def port_free(port: int) -> bool:
+    """Whether a server can listen on ``port`` now. SO_REUSEADDR, as the servers themselves bind: connections of
+    a server just stopped (TIME_WAIT, about a minute) do not count, a socket listening there does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
+import time
 from typing import Any
 
 DEPLOYMENT = "full-pipeline"
@@ -31,8 +33,19 @@ def dataset_trigger(label: str, profile: str, overrides: list[str]) -> Any:
         name=f"cdco-{label}-dataset-changed",
         expect={EVENT},
         match={"prefect.resource.id": "cdco.dataset.*", "cdco.profile": label},
-        parameters={"profile": profile, "overrides": overrides},
+        parameters={"profile": profile, "overrides": overrides, "trigger": trigger_parameter()},
     )
+
+
+def trigger_parameter() -> dict[str, Any]:
+    """The flow's ``trigger`` parameter, filled from the event when the automation runs the deployment: the
+    changed dataset, its new and previous digests, the event's id (tags on the MLflow parent run)."""
+    def text(template: str) -> dict[str, str]:  # rendered as a string, whatever the value's type
+        return {"__prefect_kind": "jinja", "template": template}
+
+    return {"kind": "dataset", "dataset": text("{{ event.payload.dataset }}"),
+            "digest": text("{{ event.payload.digest }}"),
+            "previous_digest": text("{{ event.payload.previous_digest }}"), "event_id": text("{{ event.id }}")}
 
 
 def build_deployments(profile: str, overrides: list[str] | None = None, by_module: bool = False) -> list[Any]:
@@ -155,7 +168,38 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "register":
         print("\n".join(register(args.profile, args.overrides, args.work_pool)))
         return
-    serve(*build_deployments(args.profile, args.overrides), pause_on_shutdown=False)
+    deployments = build_deployments(args.profile, args.overrides)
+    threading.Thread(target=first_sensor_check, args=(args.profile, args.overrides), daemon=True,
+                     name="cdco-first-sensor-check").start()
+    serve(*deployments, pause_on_shutdown=False)
+
+
+def first_sensor_check(profile: str, overrides: list[str], timeout: float = 300.0) -> dict[str, Any] | None:
+    """Run the dataset sensor once as soon as the pipeline's deployment and its dataset trigger exist.
+
+    The interval schedule's first run comes one interval after ``make serve``; until then a changed dataset
+    would go unnoticed, and that first run would take the changed digests as its baseline. Checking at start
+    records the baseline at once (first serve) or reports what changed while nothing was served; the trigger
+    must exist first, or the event would find no automation to start the pipeline.
+    """
+    from prefect import get_client
+
+    from flows.sensor import dataset_sensor
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with get_client(sync_client=True) as client:
+                dep = client.read_deployment_by_name(f"cdco/{DEPLOYMENT}")
+                if client.read_resource_related_automations(f"prefect.deployment.{dep.id}"):
+                    break
+        except Exception:  # noqa: BLE001 - not registered yet
+            pass
+        time.sleep(1.0)
+    else:
+        print(f"first sensor check skipped: deployment cdco/{DEPLOYMENT} not ready within {timeout:.0f} s")
+        return None
+    return dataset_sensor(profile=profile, overrides=overrides)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdco_core.cache import Record
+from cdco_core.errors import InputError
 from flows.runners import task_runner
 from tasks import embed, evaluate, manifold, negatives, prepare, register, report, train
 
@@ -29,6 +30,7 @@ class PipelineParams(BaseModel):
 
     profile: str = Field("demo", min_length=1)
     overrides: list[str] = Field(default_factory=list)
+    trigger: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("profile")
     @classmethod
@@ -75,25 +77,15 @@ def pipeline_steps(cfg: dict[str, Any], parent_run_id: str, storage: str) -> dic
     for node in plan.nodes.values():
         records[node.id] = Record.from_dict(futures[node.id].result())
         cached[node.id] = futures[node.id].state.name == "Cached"
-    _log(parent_run_id, plan, records, cached)
-    primary = plan.last_stage(plan.methods[0], plan.seeds[0])
-    id_tasks = [records[i] for i in primary_inputs(plan, primary.id)]
-    registered = register.register_model(conf, parent_run_id, plan.methods[0], plan.seeds[0], records[primary.id],
-                                         id_tasks)
+    registered = _log(conf, parent_run_id, plan, records, cached)
     report_rec = records["report"]
     return {"steps": {nid: {"cached": cached[nid], "digest": r.digest} for nid, r in records.items()
                       if nid in cached},
             "evaluations": {n.id: records[n.id].outputs["averages"] for n in plan.of_step("evaluate")},
             "report": {"dir": report_rec.dir, "csv": str(report_rec.path(report_rec.outputs["csv"])),
-                       "md": str(report_rec.path(report_rec.outputs["md"]))},
+                       "md": str(report_rec.path(report_rec.outputs["md"])),
+                       "table": report_rec.outputs.get("table") or []},
             "registered": registered}
-
-
-def primary_inputs(plan: Any, node_id: str) -> list[str]:
-    """The ID tasks a training node reads (the heads a registered model carries), in task-id order; a
-    contrastive stage also reads the OOD tasks (its negatives' texts), which have no head."""
-    ids = {f"prepare[{s.name}]" for s in plan.specs if s.kind == "ID"}
-    return [i for i in plan.nodes[node_id].inputs if i in ids]
 
 
 def _submit(node: Any, wire: dict[str, Any], futures: dict[str, Any], storage: str) -> Any:
@@ -104,49 +96,91 @@ def _submit(node: Any, wire: dict[str, Any], futures: dict[str, Any], storage: s
     return task.submit(wire, node.as_dict(), {i: futures[i] for i in node.inputs})
 
 
-def _log(parent_run_id: str, plan: Any, records: dict[str, Record], cached: dict[str, bool]) -> None:
-    """One nested MLflow run per step (embeddings together), in plan order."""
-    prepare.log_prepare(parent_run_id, [records[n.id] for n in plan.of_step("prepare")])
-    embeds = [records[n.id] for n in plan.of_step("embed")]
-    if embeds:
-        embed.log_embed(parent_run_id, embeds, {records[n.id].key: cached[n.id] for n in plan.of_step("embed")})
+def _log(cfg: Any, parent_run_id: str, plan: Any, records: dict[str, Record],
+         cached: dict[str, bool]) -> dict[str, Any] | None:
+    """One nested MLflow run per node (the tasks' data together), in plan order, each logging the runs and
+    models it read as inputs (:mod:`tasks.lineage`); then the registration. Returns the registration."""
+    import mlflow
+
+    from tasks.lineage import Lineage
+
+    experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+    lin = Lineage(parent_run_id, experiment_id, plan, records, cached)
+    roles = register.registered_stages(cfg, plan, records)
+    prepare.log_prepare(lin, [n.id for n in plan.of_step("prepare")])
+    for n in plan.of_step("embed"):
+        embed.log_embed(lin, n.id)
     for n in plan.of_step("manifold"):
-        manifold.log_manifold(parent_run_id, records[n.id], cached[n.id])
+        manifold.log_manifold(lin, n.id)
     for n in plan.of_step("negatives"):
-        negatives.log_negatives(parent_run_id, records[n.id], cached[n.id])
+        negatives.log_negatives(lin, n.id)
     for n in plan.of_step("train"):
-        train.log_stage(parent_run_id, n.id, records[n.id], cached[n.id])
+        train.log_stage(lin, n.id, package=register.package(plan, records, n.id) if n.id in roles else None)
     for n in plan.of_step("evaluate"):
-        evaluate.log_evaluate(parent_run_id, n.id, records[n.id], cached[n.id])
-    report.log_report(parent_run_id, records["report"], cached["report"])
+        evaluate.log_evaluate(lin, n.id)
+    if "report" in plan.nodes:
+        report.log_report(lin, "report")
+    return register.register_models(lin, cfg, roles)
 
 
 @flow(name="cdco", log_prints=True, validate_parameters=True)
 def cdco(profile: str = "demo", overrides: list[str] | None = None,
-         config: dict[str, Any] | None = None) -> dict[str, Any]:
+         config: dict[str, Any] | None = None, trigger: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole pipeline for one profile; parameters are validated by :class:`PipelineParams`.
 
     ``config`` is the already validated config as JSON with its digest (``cdco run`` passes it, so the profile is
-    validated once per process); a deployment run leaves it out and the profile is loaded here.
+    validated once per process); a deployment run leaves it out and the profile is loaded here. ``trigger`` says
+    why the run started (the dataset trigger passes the event's dataset and digests; see
+    :func:`tasks.parent.trigger_tags`), recorded as tags on the MLflow parent run.
     Fails before any work when the config is invalid or the MLflow tracking store cannot be reached.
     """
     from cdco_core.config import config_to_yaml
     from cdco_core.paths import cdco_home
     from cdco_core.profile import config_from_json, config_to_json, load_profile
-    from tasks import tracking
+    from tasks import parent, tracking
+    from tasks.lineage import SOURCE_TAGS
 
-    params = PipelineParams(profile=profile, overrides=list(overrides or []))
+    params = PipelineParams(profile=profile, overrides=list(overrides or []), trigger=trigger or {})
     cfg = config_from_json(config) if config else load_profile(params.profile, params.overrides)
     flow_run_id = _flow_run_id()
-    tags = {"prefect.flow_run_id": flow_run_id or "", "cdco.profile": cfg.profile,
-            "cdco.overrides": " ".join(params.overrides)[:4000]}
-    with tracking.pipeline_run(cfg.orchestration.experiment, f"cdco-{cfg.profile}", tags) as run_id:
+    tags = {**SOURCE_TAGS, "prefect.flow_run_id": flow_run_id or "", "cdco.profile": cfg.profile,
+            "cdco.overrides": " ".join(params.overrides)[:4000], **_prefect_links(),
+            **parent.trigger_tags(params.trigger, _read_flow_run(flow_run_id) if not params.trigger else None)}
+    name = parent.run_name(cfg.profile, list(cfg.eval.methods))
+    with tracking.pipeline_run(cfg.orchestration.experiment, name, tags) as run_id:
         _tag_prefect_run(flow_run_id, run_id)
         _log_config(cfg, params, config_to_yaml(cfg))
         storage = str(cdco_home() / "cache" / "prefect")
         steps = pipeline_steps.with_options(task_runner=task_runner(cfg))
-        result = steps(config_to_json(cfg), run_id, storage)
-    return {"profile": cfg.profile, "mlflow_run_id": run_id, "flow_run_id": flow_run_id, **result}
+        result = {"profile": cfg.profile, "mlflow_run_id": run_id, "flow_run_id": flow_run_id,
+                  **steps(config_to_json(cfg), run_id, storage)}
+        links = parent.log_parent(run_id, result)
+    return {**result, **{k: links[k] for k in ("mlflow_url", "mlflow_ui", "mlflow_page", "averages")}}
+
+
+def _prefect_links() -> dict[str, str]:
+    """The Prefect flow run's page, when the Prefect server has a UI address (a tag on the MLflow parent)."""
+    from prefect.runtime import flow_run
+
+    try:
+        url = flow_run.ui_url
+    except Exception:  # noqa: BLE001 - no UI configured: nothing to link
+        url = None
+    # without a UI address Prefect formats "None/flow-runs/..."
+    return {"prefect.flow_run_url": str(url)} if str(url).startswith(("http://", "https://")) else {}
+
+
+def _read_flow_run(flow_run_id: str | None) -> Any:
+    """The Prefect flow run (to tell a scheduled run from a manual one), or None outside a server run."""
+    if not flow_run_id:
+        return None
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(flow_run_id)
+    except Exception:  # noqa: BLE001 - the trigger tags are informative; never fail a run over them
+        return None
 
 
 def _log_config(cfg: Any, params: PipelineParams, resolved_yaml: str) -> None:
@@ -191,6 +225,7 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     from cdco_core.profile import config_to_json
     from tasks import tracking
 
+    check_prefect_server()
     orphans.mark_owner()  # the temporary Prefect server inherits it: a later run can tell ours died
     tracking.check_tracking()
     check_tasks(cfg)
@@ -201,7 +236,60 @@ def run_pipeline(cfg: Any, profile: str, overrides: list[str] | None = None) -> 
     tracking.fail_orphaned_runs(cfg.orchestration.experiment)  # RUNNING runs of killed processes -> FAILED
     with local_prefect_settings():
         orphans.stop_orphaned_prefect_servers(PREFECT_HOME.value())
-        return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg))
+        try:
+            return cdco(profile=profile, overrides=list(overrides or []), config=config_to_json(cfg),
+                        trigger={"kind": "manual", "via": "cdco run"})
+        finally:
+            stop_temporary_servers()
+
+
+def stop_temporary_servers() -> None:
+    """Stop Prefect's temporary local server now rather than at interpreter exit, so its goodbye line comes
+    before the command's summary instead of after it. The events and log workers are drained first: they send
+    to that server (at exit Prefect drains them before its server stops, too)."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - another Prefect layout: it stops at exit as before
+        return
+    servers = list(getattr(SubprocessASGIServer, "_instances", {}).values())
+    if not servers:
+        return
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=30)
+    for server in servers:
+        server.stop()
+
+
+class PrefectUnavailableError(InputError):
+    """``PREFECT_API_URL`` names a server that does not answer."""
+
+
+def check_prefect_server(timeout: float = 5.0) -> None:
+    """With ``PREFECT_API_URL`` set (e.g. left exported after ``make stop``), its server must answer ``/health``.
+
+    Raises:
+        PrefectUnavailableError: one line: the URL, what failed, and the two ways out.
+    """
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # local mode: a temporary server is started
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
+            if resp.status == 200:
+                return
+            reason = f"HTTP {resp.status}"
+    except (OSError, urllib.error.URLError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise PrefectUnavailableError(
+        f"the Prefect server at PREFECT_API_URL={url} is not reachable ({reason}): `unset PREFECT_API_URL` "
+        "to run locally without a server, or start it with `make serve`")
 
 
 def check_tasks(cfg: Any) -> None:

@@ -6,8 +6,7 @@
 #   scripts/system-deps.sh            # install what is missing
 #   CDCO_SYSTEM_DEPS=skip make test   # never touch the system
 #
-# Other features add their packages to PACKAGES below (command to probe, package to install), e.g. a headless
-# browser for the report screenshots: "chromium chromium".
+# Other features add their packages to PACKAGES below (command to probe, package to install).
 set -euo pipefail
 
 if [ "${CDCO_SYSTEM_DEPS:-}" = "skip" ]; then
@@ -17,6 +16,8 @@ fi
 # "probe package": the probe is a command on PATH or an absolute path glob that exists once installed.
 PACKAGES=(
     "/usr/lib/postgresql/*/bin/initdb postgresql"
+    # the browser test of the MLflow UI (tests/integration/test_browser.py): Playwright drives Debian's chromium
+    "chromium chromium"
 )
 
 missing=()

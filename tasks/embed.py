@@ -1,22 +1,23 @@
-"""MLflow lineage of the ``embed`` nodes: each dataset's embedding shards as a derived table."""
+"""MLflow lineage of an ``embed`` node: the task split it read, and its shards' digest as the output."""
 
 from __future__ import annotations
 
-from cdco_core.cache import Record
+from tasks.lineage import Lineage
 
 
-def log_embed(parent_run_id: str, records: list[Record], cached: dict[str, bool]) -> None:
-    """Nested run ``embed``: every embedded dataset, its shards' digest, rows and shards recomputed."""
+def log_embed(lin: Lineage, node_id: str) -> None:
+    """Nested run ``embed[<dataset>]``: input the prepared train split, output the embedding shards' digest."""
     import mlflow
 
-    from tasks import tracking
+    from tasks import lineage
 
-    tags = {f"cdco.cached.{r.outputs['dataset']}": str(cached[r.key]).lower() for r in records}
-    tags["cdco.cached"] = str(all(cached.values())).lower()
-    with tracking.step_run(parent_run_id, "embed", tags=tags):
-        for r in records:
-            o = r.outputs
-            tracking.log_table_input(f"embeddings/{o['dataset']}", r.digest, r.dir, context=o["role"],
-                                     extra_tags={"cdco.rows": str(o["rows"]), "cdco.shards": str(len(o["shards"]))})
-            mlflow.log_metric(f"rows.{o['dataset']}", o["rows"])
-            mlflow.log_metric(f"shards_computed.{o['dataset']}", len(o.get("computed_shards") or []))
+    r = lin.records[node_id]
+    o = r.outputs
+    with lineage.step_run(lin, [node_id], node_id, {"cdco.role": str(o.get("role", ""))}):
+        inputs = lineage.log_upstream(lin, node_id, contexts=lambda rec, split: "input")
+        mlflow.log_metric("rows", o.get("rows", 0))
+        mlflow.log_metric("shards_computed", len(o.get("computed_shards") or []))
+        out = lineage.output_row(lin, node_id, "embeddings", r.digest,
+                                 f"{len(o.get('shards') or [])} shard(s), {o.get('rows')} rows, `{r.dir}`")
+        lineage.describe(f"{node_id}: sentence vectors of {o.get('dataset')} ({o.get('role')})", inputs, [out],
+                         digest=r.digest)

@@ -1,16 +1,24 @@
-"""MLflow lineage of the ``manifold`` node: the coordinates table, sizes and timings."""
+"""MLflow lineage of a ``manifold`` node: the embeddings it was fitted on, the coordinates table it wrote."""
 
 from __future__ import annotations
 
-from cdco_core.cache import Record
+from tasks.lineage import Lineage
 
 
-def log_manifold(parent_run_id: str, record: Record, cached: bool) -> None:
+def run_name(node_id: str) -> str:
+    return "fit_manifold" + node_id[len("manifold"):]
+
+
+def log_manifold(lin: Lineage, node_id: str) -> None:
     import mlflow
 
-    from tasks import tracking
+    from tasks import lineage
 
-    with tracking.step_run(parent_run_id, "fit_manifold", tags={"cdco.cached": str(cached).lower()}):
-        tracking.log_table_input("manifold/coords", record.files["coords.parquet"], record.path("coords.parquet"),
-                                 context="manifold")
-        mlflow.log_metrics({k: float(v) for k, v in record.outputs.items() if isinstance(v, int | float)})
+    r = lin.records[node_id]
+    with lineage.step_run(lin, [node_id], run_name(node_id)):
+        inputs = lineage.log_upstream(lin, node_id, contexts=lambda rec, split: "input")
+        mlflow.log_metrics({k: float(v) for k, v in r.outputs.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool)})
+        out = lineage.output_row(lin, node_id, "coords.parquet", r.files["coords.parquet"], f"`{r.dir}`")
+        lineage.describe(f"{run_name(node_id)}: UMAP manifold of the anchors and the OOD pool", inputs, [out],
+                         digest=r.digest)

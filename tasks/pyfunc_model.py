@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 SHA_KEY = "cdco.weights_sha256"
@@ -41,7 +42,10 @@ class CdcoAdapterModel(PythonModel):
         verify_weights(context.artifacts["weights"], expected)
         self.model, self.tokenizer, self.max_length = load_adapter_model(context.artifacts)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # MLflow reads predict()'s input hint: Any makes it warn that it cannot validate, no hint that one is missing;
+    # a DataFrame is accepted as is and checked against the signature logged with the model
+    # (tasks.register.signature).
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         return predict_frame(self.model, self.tokenizer, self.max_length, model_input)
 
 

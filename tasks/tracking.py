@@ -31,6 +31,8 @@ from cdco_core.errors import InputError
 from cdco_core.paths import cdco_home
 
 MLFLOW_DIGEST_LEN = 36  # MLflow's limit on a dataset digest
+# MLflow 3's UI opens an experiment of unknown kind on its GenAI overview; ours is model training (the runs table).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class TrackingUnavailableError(InputError):
@@ -215,10 +217,12 @@ def ensure_experiment(name: str) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = (cdco_home() / "mlartifacts" / name).as_uri() if is_local_store(uri) else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
     except Exception:  # another run created it between our read and our write
         exp = client.get_experiment_by_name(name)
         if exp is None:

@@ -11,7 +11,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-STEP_RUNS = {"prepare_data", "embed", "fit_manifold", "build_negative_index", "evaluate[cdco/seed0]", "report",
+STEP_RUNS = {"prepare_data", "embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]", "fit_manifold",
+             "build_negative_index", "evaluate[cdco/seed0]", "report",
              "register_model"}
 STAGES = ["0-warmup", "1-euclidean", "2-poincare", "3-consolidate"]
 OVERRIDES = ["orchestration.task_runner=thread"]  # orchestration settings are not part of any cache key
@@ -57,6 +58,14 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     assert STEP_RUNS | {f"train[cdco/seed0/{s}]" for s in STAGES} <= set(children)
     with get_client(sync_client=True) as pc:  # the Prefect run is tagged with the MLflow run id
         assert f"mlflow:{parent.info.run_id}" in pc.read_flow_run(flow_run.id).tags
+        # and carries the results table with the MLflow run's address; the MLflow parent links back
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        [art] = pc.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[flow_run.id])))
+        assert f"#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}" in art.data and "| cdco |" in art.data
+    assert parent.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run.id}")
+    assert parent.data.tags["cdco.trigger"] == "manual" and parent.data.metrics["cdco.overall"] >= 0
     assert client.download_artifacts(parent.info.run_id, "config/resolved.yaml").endswith("resolved.yaml")
 
     inputs = {d.dataset.name: d for d in children["prepare_data"].inputs.dataset_inputs}
@@ -64,12 +73,13 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     full = {t.key: t.value for t in inputs["ki_file/train"].tags}["cdco.sha256"]
     assert len(full) == 64 and inputs["ki_file/train"].dataset.digest == full[:36]
     neg = children["build_negative_index"]
-    assert [d.dataset.name for d in neg.inputs.dataset_inputs] == ["negatives"]
+    assert {d.dataset.name for d in neg.inputs.dataset_inputs} >= {"manifold", "embed[imdb]"}  # its upstream
     assert [a.path for a in client.list_artifacts(neg.info.run_id, "negatives")] == ["negatives/negatives.parquet"]
     assert {a.path for a in client.list_artifacts(neg.info.run_id, "plots")} == {"plots/manifold.png",
                                                                                 "plots/distances.png"}
     stage = children["train[cdco/seed0/1-euclidean]"]
-    assert [a.path for a in client.list_artifacts(stage.info.run_id, "weights")] == ["weights/weights.safetensors"]
+    [model] = [o.model_id for o in client.get_run(stage.info.run_id).outputs.model_outputs]  # its LoggedModel
+    assert "weights.safetensors" in {a.path for a in client.list_logged_model_artifacts(model)}
     assert "step.loss" in stage.data.metrics and "train.last_loss" in stage.data.metrics
     assert any(k.startswith("avg.") for k in children["evaluate[cdco/seed0]"].data.metrics)
     report = {a.path for a in client.list_artifacts(children["report"].info.run_id, "comparison")}
@@ -125,10 +135,11 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.sensor import EVENT, dataset_sensor
+    from flows.sensor import EVENT, dataset_sensor, state_path
     from tests.integration.conftest import write_ki_csv
 
-    # the served sensor may already have recorded the baseline (its interval schedule starts at once)
+    # the serve process checked the datasets once at start: the baseline exists without waiting an interval
+    assert _poll(lambda: state_path(on_stack["profile"], []).exists(), 120), "no sensor check at serve start"
     assert dataset_sensor(on_stack["profile"])["changed"] == {}
     before = _run_pipeline(on_stack["profile"])["steps"]
     write_ki_csv(on_stack["ki_csv"], variant=1)  # one KI dataset changes
@@ -153,7 +164,9 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
         runs = _poll(lambda: [r for r in pc.read_flow_runs(flow_run_filter=FlowRunFilter(), deployment_filter=by_dep)
                               if r.created.timestamp() >= since - 1], 60)
     assert runs, "the cdco.dataset.changed trigger did not create a run of cdco/full-pipeline"
-    assert runs[0].parameters == {"profile": on_stack["profile"], "overrides": []}
+    params = runs[0].parameters
+    assert (params["profile"], params["overrides"]) == (on_stack["profile"], [])
+    assert params["trigger"]["dataset"] == "ki_file" and params["trigger"]["digest"] == sensed["changed"]["ki_file"]
 
 
 def test_stop_by_pid_leaves_deployment_unpaused(on_stack) -> None:

@@ -67,3 +67,44 @@ def test_bad_data_file_exits_2_and_names_row(tmp_path):
     out = _check_one_csv_task(tmp_path, "m", "review,rating\ngood,pos\n,neg\n")
     assert out.returncode == 2
     assert "train.csv row 2: column 'review' is empty or NaN" in out.stderr
+
+
+def test_stale_prefect_api_url_is_one_line_and_exit_2(tmp_path):
+    """PREFECT_API_URL left exported after `make stop`: one line naming the URL and both ways out."""
+    from tests.integration.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    out = _cdco("run", "--profile", "smoke", env={"CDCO_HOME": str(tmp_path / "h"), "PREFECT_API_URL": url,
+                                                  "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith(f"error: the Prefect server at PREFECT_API_URL={url} is not "
+                                                       "reachable")
+    assert "unset PREFECT_API_URL" in lines[0] and "make serve" in lines[0]
+    assert not (tmp_path / "h" / "steps").exists()  # before any work
+
+
+def test_run_summary_reads_like_a_report():
+    from cli.summary import compare_summary, run_summary
+
+    result = {"profile": "smoke", "steps": {"a": {"cached": False}, "b": {"cached": True}},
+              "averages": {"cdco": {"ID": 0.5, "OOD": 0.25, "overall": 0.4},
+                           "lora_mtl": {"ID": 0.45, "OOD": 0.3, "KI": 0.2, "overall": 0.35}},
+              "report": {"md": "/h/comparison.md"}, "mlflow_url": None,
+              "mlflow_ui": "mlflow ui --backend-store-uri sqlite:////h/mlflow.db",
+              "registered": {"name": "cdco-smoke", "version": "3", "weights_sha256": "ab" * 32, "reused": True,
+                             "aliases": ["latest_run"]}}
+    text = run_summary(result, 61.23)
+    lines = text.splitlines()
+    assert lines[0] == "cdco run: profile smoke, 2 steps (1 computed, 1 from cache), 61.2 s"
+    assert lines[2].split() == ["method", "ID", "OOD", "KI", "overall"]
+    assert lines[4].split() == ["cdco", "0.500", "0.250", "-", "0.400"]
+    assert lines[5].split() == ["lora_mtl", "0.450", "0.300", "0.200", "0.350"]
+    assert "report      /h/comparison.md" in lines
+    assert "registered  cdco-smoke version 3 @latest_run (unchanged, weights abababababab)" in lines
+    assert lines[-1].startswith("MLflow      mlflow ui --backend-store-uri sqlite:////h/mlflow.db")
+    comp = compare_summary({"methods": ["cdco"], "seeds": [0, 1], "md": "/o/comparison.md", "csv": "/o/c.csv",
+                            "table": [{"method": "cdco", "imdb (accuracy)": "0.5 ± 0.1", "ID": "0.6 ± 0.0",
+                                       "overall": "0.55 ± 0.05"}]}, 3.0).splitlines()
+    assert comp[2].split() == ["method", "ID", "overall"] and comp[4].split() == ["cdco", "0.6", "±", "0.0", "0.55",
+                                                                                    "±", "0.05"]

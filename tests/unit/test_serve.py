@@ -101,3 +101,30 @@ def test_stop_also_ends_children_that_left_the_group_and_runs_backwards(tmp_path
         time.sleep(0.1)
     assert serve._stat(child) is None or serve._stat(child)[0] == "Z"
     assert not serve.running(first) and not scratch.exists()
+
+
+def test_a_port_left_in_time_wait_is_free_again_at_once() -> None:
+    """``make stop && make serve``: the stopped server's connections linger in TIME_WAIT; binding with
+    SO_REUSEADDR (as the servers do) succeeds, so start must not call the port busy."""
+    import socket
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection enters TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    with socket.socket() as plain:  # the check before the fix: a bind without SO_REUSEADDR fails
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    assert serve.port_free(port)
+    with socket.socket() as listening:  # a server started now binds as the real ones do
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", port))
+        listening.listen()
+        assert not serve.port_free(port)  # a live server still counts as busy

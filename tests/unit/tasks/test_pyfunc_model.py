@@ -7,7 +7,9 @@ import pytest
 
 @pytest.fixture
 def registered(tmp_path, cdco_home):
-    """A lora_mtl model (untrained weights: only integrity is under test) logged and registered as tasks/ does."""
+    """A lora_mtl model (untrained weights: only integrity is under test) logged and registered as tasks/ does
+    (a stage's LoggedModel in the pyfunc format, registered from its ``models:/<model_id>``)."""
+    import mlflow
     from safetensors.torch import save_file
 
     from cdco_core.io import sha256_file
@@ -17,7 +19,7 @@ def registered(tmp_path, cdco_home):
     from cdco_core.runner import run_plan
     from cdco_core.steps.train import id_tasks
     from tasks import tracking
-    from tasks.register import log_and_register, model_artifacts
+    from tasks.register import PYFUNC_CODE, pyfunc_args
 
     cfg = load_profile("smoke", ["orchestration.experiment=pyfunc-test"])
     plan = build_plan(cfg, ["lora_mtl"], [0])
@@ -27,10 +29,10 @@ def registered(tmp_path, cdco_home):
     weights = tmp_path / "weights.safetensors"
     save_file(model.trainable_state_dict(), str(weights))
     sha = sha256_file(weights)
-    artifacts = model_artifacts(cfg, "lora_mtl", 0, weights, records, tmp_path)
-    with tracking.pipeline_run("pyfunc-test", "parent", {}) as parent:
-        version = log_and_register(parent, "cdco-pyfunc-test", artifacts, sha,
-                                   {"method": "lora_mtl", "seed": 0})
+    with tracking.pipeline_run("pyfunc-test", "parent", {}) as parent, tracking.step_run(parent, "stage"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
+                                       **pyfunc_args(cfg, "lora_mtl", 0, weights, records, tmp_path))
+        version = mlflow.register_model(f"models:/{info.model_id}", "cdco-pyfunc-test").version
     [logged] = [p for p in (cdco_home / "mlartifacts").rglob("weights.safetensors")]
     return f"models:/cdco-pyfunc-test/{version}", logged, sha
 
