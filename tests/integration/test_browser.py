@@ -123,12 +123,12 @@ def test_from_model_version_to_stage_to_negatives(ui, browser) -> None:
     page.get_by_text("Show more").first.click()
     assert page.get_by_role("heading", name=stage).count() or stage in page.inner_text("body")
     text = page.inner_text("body")
-    neg = steps["negatives"]["digest"]
+    neg = steps["negatives[seed0]"]["digest"]
     assert "negatives" in text and short(neg) in text and "build_negative_index" in text
     assert short(steps["train[cdco/seed0/2-poincare]"]["digest"]) in text  # the previous stage
     page.screenshot(path=str(ui["shots"] / "mlflow-stage-run.png"))
     page.get_by_text("rotten_tomatoes/train (", exact=False).first.click()  # the Datasets box opens the list
-    page.get_by_text(f"negatives ({neg[:36]})").first.wait_for()
+    page.get_by_text(f"negatives[seed0] ({neg[:36]})").first.wait_for()
     drawer = page.inner_text("body")
     assert "rotten_tomatoes/validation (" in drawer and "imdb/train (" in drawer
     page.screenshot(path=str(ui["shots"] / "mlflow-stage-datasets.png"))
@@ -140,7 +140,7 @@ def test_from_model_version_to_stage_to_negatives(ui, browser) -> None:
     page.get_by_text("Show more").first.wait_for()
     page.get_by_text("Show more").first.click()
     text = page.inner_text("body")
-    assert "build_negative_index" in text and short(steps["manifold"]["digest"]) in text
+    assert "build_negative_index" in text and short(steps["manifold[seed0]"]["digest"]) in text
     assert f"Output digest (as the steps that read it list it): {short(neg)}" in text  # the digest the stage listed
     assert "embed[imdb]" in text and "negatives.parquet" in text
     page.screenshot(path=str(ui["shots"] / "mlflow-negatives-run.png"))

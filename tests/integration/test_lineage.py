@@ -66,13 +66,13 @@ def test_stage_runs_log_their_upstream_and_their_adapters(store) -> None:
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
 
     runs = _children(store, parent.info.run_id)
-    neg_digest = RESULT["steps"]["negatives"]["digest"]
+    neg_digest = RESULT["steps"]["negatives[seed0]"]["digest"]
     stage = runs["train[cdco/seed0/1-euclidean]"]
     inputs = _inputs(stage)
     # the negatives table it trained on: its digest, and the run that produced it
-    assert inputs["negatives"].dataset.digest == neg_digest[:36]
-    assert _tags(inputs["negatives"])["cdco.sha256"] == neg_digest
-    assert _tags(inputs["negatives"])["cdco.produced_by"] == runs["build_negative_index"].info.run_id
+    assert inputs["negatives[seed0]"].dataset.digest == neg_digest[:36]
+    assert _tags(inputs["negatives[seed0]"])["cdco.sha256"] == neg_digest
+    assert _tags(inputs["negatives[seed0]"])["cdco.produced_by"] == runs["build_negative_index[seed0]"].info.run_id
     # the ID datasets (train split for training), the OOD texts, the previous stage
     assert _tags(inputs["rotten_tomatoes/train"])["mlflow.data.context"] == "training"
     assert "imdb/train" in inputs and "train[cdco/seed0/0-warmup]" in inputs
@@ -88,13 +88,13 @@ def test_stage_runs_log_their_upstream_and_their_adapters(store) -> None:
     linked = {m.key: m.dataset_name for m in model.metrics}
     assert linked["id.rotten_tomatoes.accuracy"] == "rotten_tomatoes/validation"
     # the chain upstream: negatives <- manifold <- embeddings <- the prepared split
-    neg_inputs = _inputs(runs["build_negative_index"])
-    assert {"manifold", "embed[imdb]"} <= set(neg_inputs)
-    assert set(_inputs(runs["fit_manifold"])) == {"embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]"}
+    neg_inputs = _inputs(runs["build_negative_index[seed0]"])
+    assert {"manifold[seed0]", "embed[imdb]"} <= set(neg_inputs)
+    assert set(_inputs(runs["fit_manifold[seed0]"])) == {"embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]"}
     assert _inputs(runs["embed[imdb]"])["imdb/train"].dataset.digest == \
         _inputs(runs["prepare_data"])["imdb/train"].dataset.digest
     # the description links the producing runs (clickable in the UI)
-    assert f"runs/{runs['build_negative_index'].info.run_id}" in stage.data.tags["mlflow.note.content"]
+    assert f"runs/{runs['build_negative_index[seed0]'].info.run_id}" in stage.data.tags["mlflow.note.content"]
 
 
 def test_evaluation_names_the_weights_it_scored(store) -> None:
@@ -163,7 +163,7 @@ def test_unchanged_rerun_references_instead_of_uploading(store) -> None:
     assert [o.model_id for o in stage.outputs.model_outputs] == \
         [o.model_id for o in first["train[cdco/seed0/1-euclidean]"].outputs.model_outputs]
     assert {m.model_id for m in store.search_logged_models([exp])} == models_before  # no second copy
-    for name in ("build_negative_index", "report"):
+    for name in ("build_negative_index[seed0]", "report"):
         assert store.list_artifacts(runs[name].info.run_id) == []
         assert runs[name].data.tags["cdco.artifacts_run_id"] == first[name].info.run_id
     # the parent still links the model version, through its register_model run

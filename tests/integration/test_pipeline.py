@@ -11,8 +11,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-STEP_RUNS = {"prepare_data", "embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]", "fit_manifold",
-             "build_negative_index", "evaluate[cdco/seed0]", "report",
+STEP_RUNS = {"prepare_data", "embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]", "fit_manifold[seed0]",
+             "build_negative_index[seed0]", "evaluate[cdco/seed0]", "report",
              "register_model"}
 STAGES = ["0-warmup", "1-euclidean", "2-poincare", "3-consolidate"]
 OVERRIDES = ["orchestration.task_runner=thread"]  # orchestration settings are not part of any cache key
@@ -72,8 +72,8 @@ def test_served_run_through_the_api_on_dask(on_stack) -> None:
     assert {"rotten_tomatoes/train", "sms_spam/train", "imdb/train", "ki_file/train"} <= set(inputs)
     full = {t.key: t.value for t in inputs["ki_file/train"].tags}["cdco.sha256"]
     assert len(full) == 64 and inputs["ki_file/train"].dataset.digest == full[:36]
-    neg = children["build_negative_index"]
-    assert {d.dataset.name for d in neg.inputs.dataset_inputs} >= {"manifold", "embed[imdb]"}  # its upstream
+    neg = children["build_negative_index[seed0]"]
+    assert {d.dataset.name for d in neg.inputs.dataset_inputs} >= {"manifold[seed0]", "embed[imdb]"}  # its upstream
     assert [a.path for a in client.list_artifacts(neg.info.run_id, "negatives")] == ["negatives/negatives.parquet"]
     assert {a.path for a in client.list_artifacts(neg.info.run_id, "plots")} == {"plots/manifold.png",
                                                                                 "plots/distances.png"}
