@@ -184,6 +184,28 @@ def default_storage() -> str:
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
+def open_storage(url: str | None = None, attempts: int = 5) -> Any:
+    """The Optuna storage at ``url`` (default :func:`default_storage`), its tables created if missing.
+
+    Workers started together on a fresh database race to create the schema (PostgreSQL refuses the second
+    ``CREATE TYPE``: a unique violation); the loser waits and opens the schema the winner made.
+    """
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    url = url or default_storage()
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.get_storage(url)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def study_name(profile: str, method: str) -> str:
     return f"{profile}/{method}"
 
@@ -259,7 +281,7 @@ def run_study(cfg: Config, method: str, score: Callable[[list[str]], float], n_t
     if n_trials < 1:
         raise InputError(f"--trials must be at least 1, got {n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name(cfg.profile, method), storage=storage or default_storage(),
+    study = optuna.create_study(study_name=study_name(cfg.profile, method), storage=open_storage(storage),
                                 direction="maximize", load_if_exists=True)
     _fail_orphans(study)
     while True:

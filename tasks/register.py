@@ -162,19 +162,12 @@ def register_models(lin: Any, cfg: Any, roles: dict[str, list[str]]) -> dict[str
             mlflow.log_input(model=LoggedModelInput(model_id))
             evals = [n for n in lin.plan.of_step("evaluate") if n.inputs and n.inputs[0] == node_id]
             numbers = version_numbers(rec, lin.records[evals[0].id] if evals else None)
-            # find-or-register under one lock: two runs finishing at once must not both register the same weights
-            # (per machine; a team store shared by several machines would need the database's own locking)
-            with file_lock(cdco_home() / "locks" / f"register-{name}"):
-                version, reused = find_version(name, sha), True
-                if version is None:
-                    tags = {"cdco.weights_sha256": sha, "cdco.method": node.method,
-                            "cdco.seed": str(node.params["seed"]), "cdco.node": node_id,
-                            "cdco.stage_run_id": lin.runs.get(node_id, ""), "cdco.logged_model_id": model_id,
-                            **{f"cdco.metric.{k}": f"{v:.6g}" for k, v in numbers.items()}}
-                    version, reused = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version), False
-                    client.update_model_version(name, version, description=(
-                        f"{node.method}, seed {node.params['seed']}: the last training stage `{node_id}`; weights "
-                        f"sha256 `{sha}`; overall {numbers.get('eval.avg.overall', float('nan')):.4f}."))
+            tags = {"cdco.method": node.method, "cdco.seed": str(node.params["seed"]), "cdco.node": node_id,
+                    "cdco.stage_run_id": lin.runs.get(node_id, ""), "cdco.logged_model_id": model_id,
+                    **{f"cdco.metric.{k}": f"{v:.6g}" for k, v in numbers.items()}}
+            version, reused = find_or_register(name, sha, f"models:/{model_id}", tags, description=(
+                f"{node.method}, seed {node.params['seed']}: the last training stage `{node_id}`; weights "
+                f"sha256 `{sha}`; overall {numbers.get('eval.avg.overall', float('nan')):.4f}."))
             aliases = []
             if "primary" in node_roles:
                 client.set_registered_model_alias(name, LATEST_ALIAS, version)
@@ -202,6 +195,26 @@ def register_models(lin: Any, cfg: Any, roles: dict[str, list[str]]) -> dict[str
             "|---|---|---|---|---|---|", *rows]))
     return {**primary, **({"champion": {k: out["champion"][k] for k in ("method", "seed", "version")}}
                           if "champion" in out else {})}
+
+
+def find_or_register(name: str, sha: str, source: str, tags: dict[str, str], description: str) -> tuple[str, bool]:
+    """The version of ``name`` holding weights ``sha``, registered from ``source`` if none does yet.
+
+    Find and register happen under one lock, so two runs finishing at once do not both register the same weights
+    (per machine: a team store shared by several machines would need the database's own locking).
+
+    Returns:
+        (version, reused)
+    """
+    import mlflow
+
+    with file_lock(cdco_home() / "locks" / f"register-{name}"):
+        version = find_version(name, sha)
+        if version is not None:
+            return version, True
+        version = str(mlflow.register_model(source, name, tags={"cdco.weights_sha256": sha, **tags}).version)
+        mlflow.MlflowClient().update_model_version(name, version, description=description)
+        return version, False
 
 
 def version_numbers(stage: Record, evaluation: Record | None) -> dict[str, float]:

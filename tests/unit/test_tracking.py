@@ -78,8 +78,13 @@ def test_dropped_rows_are_logged_per_reason(tmp_path: Path) -> None:
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tasks_file": None, "tasks": [spec]})})
     with pytest.warns(UserWarning, match="train.csv: dropped 3 invalid row"):
         record = prepare(cfg, "t")
+    from cdco_core.plan import build_plan
+    from tasks.lineage import Lineage
+
     with tracking.pipeline_run("exp-drop", "parent", {}) as parent:
-        log_prepare(parent, [record])
+        lin = Lineage(parent, mlflow.get_run(parent).info.experiment_id, build_plan(cfg, ["frozen"], [0]),
+                      {"prepare[t]": record}, {})
+        log_prepare(lin, ["prepare[t]"])
     client = mlflow.MlflowClient()
     [child] = client.search_runs([client.get_experiment_by_name("exp-drop").experiment_id],
                                  f"tags.mlflow.parentRunId = '{parent}'")
