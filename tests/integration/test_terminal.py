@@ -53,7 +53,7 @@ def test_cdco_run_ends_with_the_summary(tmp_path) -> None:
     summary = tail[start:]
     assert re.match(r"cdco run: profile smoke, \d+ steps \(\d+ computed, 0 from cache\), [\d.]+ s$", summary[0])
     assert summary[2].split() == ["method", "ID", "OOD", "KI", "primary", "overall"]  # overall last
-    assert re.match(r"cdco( +\d\.\d{3}){4}$", summary[4])
+    assert re.match(r"cdco( +\d\.\d{3}){5}$", summary[4])  # ID, OOD, KI, primary, overall
     assert any(ln.startswith("report      ") and ln.endswith("comparison.md") for ln in summary)
     assert any(ln.startswith("registered  cdco-smoke version 1 @latest_run (new") for ln in summary)
     assert summary[-1].startswith("MLflow      mlflow ui --backend-store-uri sqlite:///")
