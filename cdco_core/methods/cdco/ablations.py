@@ -1,10 +1,16 @@
-"""CDCO's ablations: the same schedule and steps with one part removed (see :mod:`.method`)."""
+"""CDCO's ablations (the same schedule and steps with one part removed, see :mod:`.method`) and its research
+variant ``cdco_r`` (:mod:`.research`).
+
+This module is imported by ``cdco_core.methods`` alone, so it is in no training step's code closure: registering
+a variant here leaves every cached stage of the other methods valid (``cdco_core/cache.py``).
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
 from cdco_core.methods.cdco import build_cdco
+from cdco_core.methods.cdco.research_config import CdcoResearchConfig
 from cdco_core.methods.registry import register_method
 
 for _variant, _text in {
@@ -14,3 +20,14 @@ for _variant, _text in {
     "strict": "CDCO with no OOD text in training (in-batch negatives only)",
 }.items():
     register_method(f"cdco_{_variant}", partial(build_cdco, variant=_variant), description=_text)
+
+
+def build_cdco_research(settings: CdcoResearchConfig | None = None) -> object:
+    """``cdco_r``: CDCO with the research settings of :class:`CdcoResearchConfig` (docs/methods.md, issue 14)."""
+    from cdco_core.methods.cdco.research import CDCOResearchMethod
+
+    return CDCOResearchMethod(settings)
+
+
+register_method("cdco_r", build_cdco_research, config_cls=CdcoResearchConfig,
+                description="CDCO research variant: label-aware or debiased negatives, per-space temperatures")
