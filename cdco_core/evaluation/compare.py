@@ -149,6 +149,33 @@ def _floor_row(columns: list[str], floors: dict[str, dict[str, Any]]) -> dict[st
     return row
 
 
+def task_step_shares(histories: dict[tuple[str, int], list[list[dict[str, Any]]]]) -> dict[str, dict[str, float]]:
+    """Share of each method's training steps that drew each task, pooled over its stages and seeds.
+
+    Args:
+        histories: (method, seed) -> each stage's step history (``meta.json``'s ``history``, one dict per step
+            with ``batch_task``: the task of a one-task batch, ``mixed`` for a batch-level sampler's batch).
+
+    Returns:
+        method -> {task (or ``mixed``): share of steps}, tasks sorted by name; a small task the sampler starves
+        shows here (issue: a head left at its majority class).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for (method, _seed), stages in histories.items():
+        c = counts.setdefault(method, {})
+        for history in stages:
+            for step in history:
+                task = str(step.get("batch_task", "mixed"))
+                c[task] = c.get(task, 0) + 1
+    return {m: {t: round(n / max(1, sum(c.values())), 4) for t, n in sorted(c.items())} for m, c in counts.items()}
+
+
+def _shares_table(shares: dict[str, dict[str, float]], methods: list[str]) -> str:
+    tasks = sorted({t for m in methods for t in shares.get(m, {})})
+    rows = [{"method": m, **{t: f"{shares[m].get(t, 0.0):.3f}" for t in tasks}} for m in methods if m in shares]
+    return _md_table(pd.DataFrame(rows)) if rows else ""
+
+
 def floor_warnings(results: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> list[str]:
     """One line per (method, seed, ID task) whose trained head scores at or below the task's majority-class floor."""
     out = []
@@ -278,7 +305,8 @@ def _sections(table: pd.DataFrame, entries: dict[str, dict[str, Any]], main_metr
 def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFrame, seeds: list[int],
                    protocol: dict[str, str], comparators_: list[str], plots: list[str], wall_s: float,
                    sections: list[tuple[str, list[str]]] | None = None,
-                   scope_names: list[str] | None = None, warnings: list[str] | None = None) -> Path:
+                   scope_names: list[str] | None = None, warnings: list[str] | None = None,
+                   step_shares: str = "") -> Path:
     """Write comparison.md: how it was measured, the tables, the bootstrap table, protocol notes, plots, wall time."""
     sections = sections or [("Results", list(table.columns))]
     if scope_names is None:
@@ -308,6 +336,10 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
                   "split (the frozen probe, `frozen`, is the other floor every method should clear).", ""]
     if warnings:
         lines += ["## Warnings: trained heads at the majority-class floor", "", *[f"- {w}" for w in warnings], ""]
+    if step_shares:
+        lines += ["## Training steps per task", "", "Share of each method's training steps (all stages and seeds) "
+                  "whose batch came from each task; `mixed` = a batch-level sampler's batch of several tasks.", "",
+                  step_shares, ""]
     lines += [
         f"## Paired bootstrap: every method against {' and '.join(comparators_) or '–'}",
         "",
@@ -342,7 +374,8 @@ def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str
 
 
 def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods: list[str], seeds: list[int],
-                 t0: float, floors: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                 t0: float, floors: dict[str, dict[str, Any]] | None = None,
+                 step_shares: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """The comparison files in ``out`` from the evaluations of every method x seed.
 
     Args:
@@ -353,10 +386,11 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
         t0: ``time.perf_counter()`` when the comparison started (for the wall time in comparison.md).
         floors: :func:`majority_floors` of the ID tasks: a floor row in the table, and a warning for every trained
             head at or below its floor.
+        step_shares: :func:`task_step_shares` of the methods' training histories (a section of comparison.md).
 
     Returns:
         {"csv", "md", "plots": [...] (file names in ``out``), "table": [{method, column: "mean ± sd"}], "numbers",
-         "bootstrap", "comparators", "floors", "warnings", "methods", "seeds", "wall_s"}
+         "bootstrap", "comparators", "floors", "warnings", "step_shares", "methods", "seeds", "wall_s"}
     """
     from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
 
@@ -393,11 +427,12 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
     plots = _write_plots(out, cfg, numbers, methods, main_metric, kinds, plot_kind_bars, plot_task_deltas)
     wall = time.perf_counter() - t0
     md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, against, plots, wall,
-                             _sections(table, entries, main_metric, scope_names), scope_names, warnings)
+                             _sections(table, entries, main_metric, scope_names), scope_names, warnings,
+                             _shares_table(step_shares or {}, methods))
     result = {"csv": csv_path.name, "md": md_path.name, "plots": [Path(p).name for p in plots],
               "table": table.reset_index().to_dict(orient="records"), "numbers": numbers,
               "bootstrap": boot.to_dict(orient="records"), "comparators": against, "floors": floors,
-              "warnings": warnings, "methods": methods,
+              "warnings": warnings, "step_shares": step_shares or {}, "methods": methods,
               "seeds": seeds, "wall_s": round(wall, 2)}
     write_json(result, out / "results.json")
     return result

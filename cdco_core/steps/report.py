@@ -1,11 +1,13 @@
 """Step ``report``: the comparison over every evaluated method and seed (:mod:`cdco_core.evaluation.compare`).
 
-Inputs: every ``evaluate`` record, in method x seed order, and the ID tasks (for their majority-class floors).
+Inputs: every ``evaluate`` record, in method x seed order, the ID tasks (for their majority-class floors) and every
+``train`` record (for the share of steps each task received).
 Writes comparison.csv, comparison.md, bootstrap.csv, results.json and the plots.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +25,20 @@ def section(cfg: Config, node: Node) -> dict[str, Any]:
 
 def compute(call: StepCall) -> dict[str, Any]:
     from cdco_core.data import open_task
-    from cdco_core.evaluation.compare import majority_floors, write_report
+    from cdco_core.evaluation.compare import majority_floors, task_step_shares, write_report
 
     t0 = time.perf_counter()
     results = [{**call.inputs[i].outputs, "predictions": str(call.inputs[i].path("predictions.parquet"))}
                for i in call.node.inputs if i.startswith("evaluate[")]
     floors = majority_floors([open_task(call.inputs[i]) for i in call.node.inputs if i.startswith("prepare[")])
+    histories: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
+    for i in call.node.inputs:
+        if i.startswith("train["):
+            rec = call.inputs[i]
+            meta = json.loads(rec.path("meta.json").read_text(encoding="utf-8"))  # a file of the verified record
+            histories.setdefault((meta["method"], int(meta["seed"])), []).append(meta["history"])
     return write_report(call.cfg, results, call.out, call.node.params["methods"], call.node.params["seeds"], t0,
-                        floors=floors)
+                        floors=floors, step_shares=task_step_shares(histories))
 
 
 STEP = Step("report", section, compute, label=lambda node: "comparison")

@@ -145,3 +145,14 @@ def test_majority_floor_and_a_warning_for_a_head_at_it(smoke_cfg):
     warnings = C.floor_warnings([at_floor, above], floors)
     assert len(warnings) == 1 and warnings[0].startswith("cdco seed 2: sms_spam macro_f1")
     assert "majority-class floor" in warnings[0] and "'ham'" in warnings[0]
+
+
+def test_task_step_shares_pool_stages_and_seeds_and_keep_mixed_batches():
+    histories = {("cdco", 0): [[{"batch_task": "sst2"}, {"batch_task": "rte"}], [{"batch_task": "sst2"}]],
+                 ("cdco", 1): [[{"batch_task": "sst2"}, {"batch_task": "sst2"}, {"batch_task": "rte"}]],
+                 ("ca_mtl", 0): [[{"batch_task": "mixed"}, {"batch_task": "sst2"}]]}
+    shares = C.task_step_shares(histories)
+    assert shares["cdco"] == {"rte": pytest.approx(2 / 6, abs=1e-4), "sst2": pytest.approx(4 / 6, abs=1e-4)}
+    assert shares["ca_mtl"] == {"mixed": 0.5, "sst2": 0.5}
+    md = C._shares_table(shares, ["cdco", "ca_mtl"])
+    assert "| cdco | 0.000 | 0.333 | 0.667 |" in md.replace("  ", " ")

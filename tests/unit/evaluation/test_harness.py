@@ -64,6 +64,12 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     md = open(res["md"]).read()
     assert "| lora_mtl |" in md and "| frozen |" in md and "## Paired bootstrap" in md
     assert [p.rsplit("/", 1)[-1] for p in res["plots"]] == ["kinds.png", "deltas.png"]
+    # the share of training steps each ID task received, read from every stage's verified record
+    shares = res["step_shares"]
+    assert set(shares) == set(METHODS)
+    for method, by_task in shares.items():
+        assert set(by_task) <= {"rotten_tomatoes", "sms_spam"} and sum(by_task.values()) == pytest.approx(1, abs=1e-3)
+    assert "## Training steps per task" in md
 
     # the same seed again, without the evaluation and feature caches (re-encode, refit the heads; the trained
     # weights come from the trainer's cache, whose determinism the trainer tests): the same numbers
