@@ -361,10 +361,7 @@ def start_team(profile: str = "smoke", overrides: list[str] | None = None, home:
             wait_postgres(db_url, records["postgres"], timeout)
         ensure_databases(db_url)
         dask_address = f"tcp://{serve.HOST}:{p['dask']}"
-        cmds = service_commands(
-            host=serve.HOST, ports=p, db_server=db_url, artifacts=str(home / "mlartifacts"), api_host=serve.HOST,
-            profile=profile, home=str((data_home or home).resolve()), dask_address=dask_address,
-            mlflow_allowed_hosts=f"localhost,localhost:{p['mlflow']},{serve.HOST},{serve.HOST}:{p['mlflow']}")
+        cmds = native_commands(home, p, db_url, profile, data_home)
         urls = serve.urls(p["prefect"], p["mlflow"])
         prefect_home = {"PREFECT_HOME": str(home / "prefect")}
 
@@ -390,9 +387,7 @@ def start_team(profile: str = "smoke", overrides: list[str] | None = None, home:
         _register((argv + [a for o in overrides or [] for a in ("--set", o)], env), home, timeout)
         worker_names = [f"cdco-worker-{i + 1}" for i in range(workers)]
         for name in worker_names:
-            argv, env = cmds["worker"]
-            records[name] = serve.launch(name, native_argv([*argv, "--name", name]), {**env, **prefect_home},
-                                         home, None)
+            records[name] = start_worker(name, cmds, home)
         if workers:
             wait_prefect_workers(urls["prefect_api"], POOL, worker_names, [records[n] for n in worker_names],
                                  timeout)
@@ -402,6 +397,25 @@ def start_team(profile: str = "smoke", overrides: list[str] | None = None, home:
     return {"stack": "team", "urls": {**urls, "dask": dask_address}, "database": redact(db_url),
             "work_pool": POOL, "pids": {n: r["pid"] for n, r in records.items()},
             "state_dir": str(serve.state_dir(home))}
+
+
+def native_commands(home: Path, ports: dict[str, int], db_server: str, profile: str,
+                    data_home: Path | None = None) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """:func:`service_commands` as :func:`start_team` runs them on 127.0.0.1: state under ``home``, the workers'
+    ``CDCO_HOME`` ``data_home`` (``home`` unless given)."""
+    host = _serve().HOST
+    return service_commands(
+        host=host, ports=ports, db_server=db_server, artifacts=str(home / "mlartifacts"), api_host=host,
+        profile=profile, home=str((data_home or home).resolve()), dask_address=f"tcp://{host}:{ports['dask']}",
+        mlflow_allowed_hosts=f"localhost,localhost:{ports['mlflow']},{host},{host}:{ports['mlflow']}")
+
+
+def start_worker(name: str, cmds: dict[str, tuple[list[str], dict[str, str]]], home: Path) -> dict[str, Any]:
+    """Launch one ``prefect worker start`` process named ``name`` (its pid file under ``home``); also how a worker
+    that died is started again (:func:`native_commands` gives ``cmds``). Returns its record."""
+    argv, env = cmds["worker"]
+    return _serve().launch(name, native_argv([*argv, "--name", name]),
+                           {**env, "PREFECT_HOME": str(home / "prefect")}, home, None)
 
 
 def _start_postgres(home: Path, port: int, timeout: float) -> dict[str, Any]:

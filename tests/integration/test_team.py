@@ -229,3 +229,131 @@ def test_two_tune_workers_fill_one_study_on_the_team_database(team_stack, tmp_pa
     assert {t.user_attrs["pid"] for t in complete} == {p.pid for p in procs}  # both workers ran trials
     proposals = [tuple(t.user_attrs["overrides"]) for t in complete]
     assert len(set(proposals)) == len(proposals)  # workers asking at once proposed different settings
+
+
+def _heartbeats(api_url: str, flow_run_id: Any) -> int:
+    """How many ``prefect.flow-run.heartbeat`` events of the flow run the server has stored."""
+    import httpx
+
+    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                       "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 1}
+    reply = httpx.post(f"{api_url}/events/filter", json=body, timeout=30)
+    reply.raise_for_status()
+    return int(reply.json()["total"])
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_final(pc: Any, flow_run_id: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds  # a hang guard, not a speed target
+    while not (run := pc.read_flow_run(flow_run_id)).state.is_final():
+        assert time.monotonic() < deadline, f"{what}: flow run {flow_run_id} still {run.state.name} after {seconds} s"
+        time.sleep(2)
+    return run
+
+
+def test_worker_killed_mid_run_is_crashed_and_a_rerun_resumes_from_the_checkpoint(on_team) -> None:
+    # issue 16: a Prefect worker lost mid-run (kill -9 of its process group: the worker and the flow-run process it
+    # started) leaves the run Running with no heartbeats; the automation `register` installs marks it Crashed, and
+    # running the deployment again, as the README tells users, resumes the interrupted stage from its checkpoint
+    import datetime
+    import json
+    import signal
+
+    import psutil
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    from cli import serve, team
+
+    stack = on_team
+    state, home = Path(stack["state"]).resolve(), Path(stack["home"])  # stack state; the workers' CDCO_HOME
+    train_dir = home / "steps" / "train"
+    # keys nobody computed (a longer first stage, checkpointed every 5 steps), so the stage trains rather than
+    # hitting the cache; the thread runner trains in the flow-run process, which a machine loss takes down with its
+    # worker. 300 steps: seconds of training alone, minutes on a loaded machine; the test waits for the first
+    # checkpoint, so the step it dies at does not matter
+    steps = 300
+    overrides = ["orchestration.task_runner=thread", "orchestration.experiment=cdco-team-crash",
+                 f"train.stages.0.steps={steps}", "train.checkpoint_every=5"]
+    params = {"profile": stack["profile"], "overrides": overrides}
+    before = set(train_dir.glob("*.partial"))
+    api = stack["urls"]["prefect_api"]
+    t0 = time.monotonic()
+    first = run_deployment("cdco/full-pipeline", parameters=params, timeout=0)
+    with get_client(sync_client=True) as pc:
+        deadline = time.monotonic() + 400  # a hang guard, not a speed target
+        beat = False
+        while True:
+            run = pc.read_flow_run(first.id)
+            assert not run.state.is_final(), f"the run ended before a stage checkpoint appeared: {run.state}"
+            # the automation watches runs that sent a heartbeat: the server must hold one before the machine dies
+            beat = beat or _heartbeats(api, first.id) > 0
+            started = [p for p in train_dir.glob("*.partial") if p not in before and any(p.glob("ckpt-*"))]
+            if started and beat:
+                break
+            assert time.monotonic() < deadline, f"no stage checkpoint under {train_dir} within 400 s ({run.state})"
+            time.sleep(0.2)
+        [partial] = started
+        name = _submitted_by(Path(stack["state_dir"]))[str(first.id)]
+        worker = serve.read_records(state)[name]
+        victims = [worker["pid"], *(c.pid for c in psutil.Process(worker["pid"]).children(recursive=True))]
+        flow_pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
+        assert flow_pid in victims, (run.infrastructure_pid, victims)  # the worker started the flow's process
+        os.killpg(worker["pid"], signal.SIGKILL)  # the worker leads its session (serve.launch): the whole group
+        for pid in victims:  # anything that left the group dies with the machine too
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed = time.monotonic()
+        gone = time.monotonic() + 30  # SIGKILL is delivered, not awaited
+        while [p for p in victims if _alive(p)]:
+            serve._reap(worker["pid"])  # the worker is this process's child (serve.launch)
+            assert time.monotonic() < gone, f"still alive after SIGKILL: {[p for p in victims if _alive(p)]}"
+            time.sleep(0.1)
+        ckpts = sorted(partial.glob("ckpt-*"))  # what the re-run will find: the newest complete checkpoint
+        assert ckpts, f"no checkpoint left in {partial}"
+        resume_at = int(ckpts[-1].name.removeprefix("ckpt-"))
+        assert 0 < resume_at < steps
+        print(f"killed {name} (pid {worker['pid']}) and its flow run at stage step {resume_at}, "
+              f"{killed - t0:.0f} s after submitting")
+
+        # start the worker again as the stack does, while the server notices the silence
+        restarted = datetime.datetime.now(datetime.UTC)
+        team.start_worker(name, team.native_commands(state, stack["ports"], stack["server"], stack["profile"], home),
+                          state)
+        crashed = _wait_final(pc, first.id, 300, "no heartbeat for 90 s")
+        print(f"flow run Crashed {time.monotonic() - killed:.0f} s after the kill")
+        assert crashed.state.type == StateType.CRASHED, crashed.state
+        assert "no heartbeat" in (crashed.state.message or ""), crashed.state.message
+        assert partial.exists()  # nothing cleaned the interrupted stage's resume state
+
+        deadline = time.monotonic() + 180
+        while not any(w.name == name and w.last_heartbeat_time and w.last_heartbeat_time > restarted
+                      for w in pc.read_workers_for_work_pool(team.POOL)):
+            assert time.monotonic() < deadline, f"the restarted {name} never sent a heartbeat; see {worker['log']}"
+            time.sleep(1)
+
+        t1 = time.monotonic()
+        second = run_deployment("cdco/full-pipeline", parameters=params, timeout=0)  # the same run again
+        done = _wait_final(pc, second.id, 400, "the re-run")
+    print(f"re-run after the crash: {time.monotonic() - t1:.0f} s")
+    assert done.state.type == StateType.COMPLETED, done.state
+    stage = partial.with_name(partial.name.removesuffix(".partial"))
+    timings = json.loads((stage / "timings.json").read_text(encoding="utf-8"))
+    assert timings["resumed_from"] == resume_at  # resumed from the checkpoint, not from step 0
+    assert timings["timed_steps_total"] == steps - resume_at  # the re-run trained only the steps after it
+    assert json.loads((stage / "meta.json").read_text(encoding="utf-8"))["train"]["steps"] == steps
+    assert not partial.exists()  # published: the resume state is gone
+    # the team is whole again for whatever runs next: both workers alive
+    records = serve.read_records(state)
+    assert all(serve.running(records[f"cdco-worker-{i}"]) for i in (1, 2))
