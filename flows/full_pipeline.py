@@ -320,10 +320,10 @@ def check_tasks(cfg: Any) -> None:
 def local_prefect_settings() -> Iterator[None]:
     """Settings for a local run: PREFECT_HOME under CDCO_HOME unless the user set one; no telemetry.
 
-    The temporary server is a subprocess with this environment. Its Prefect import would print the SDK's first-run
-    telemetry notice a second time on the user's terminal (its PREFECT_HOME has no record of the notice shown by
-    this process), about a server whose analytics are off: ``DO_NOT_TRACK=1`` for the block, unless the user set
-    it.
+    The temporary server is a subprocess with this environment and the user's terminal. Its PREFECT_HOME (under
+    CDCO_HOME) has no record of the SDK's first-run telemetry notice this process showed, so its Prefect import can
+    print the notice a second time (Prefect skips it only when that folder already looks used), about a server
+    whose analytics are off: ``DO_NOT_TRACK=1`` for the block, unless the user set it.
     """
     with _env_default("DO_NOT_TRACK", "1"), _local_settings():
         yield
