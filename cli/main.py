@@ -150,7 +150,7 @@ def compare(profile: Profile = "demo", set_: Sets = None,
         tracking.check_tracking()  # an unreachable store fails now, not after the training
         tracking.fail_orphaned_runs(cfg.orchestration.experiment)
     records = {}
-    with Bars(plan, nodes=True) as bars:
+    with Bars(plan, nodes=True, logs=True) as bars:
         def done(node, record) -> None:
             records[node.id] = record
             bars.on_done(node, record)

@@ -45,20 +45,51 @@ class Bars:
         plan: the plan being run (each stage's step count, and the node bar's total); without one, a stage's
             step count comes with each step (``info["total"]``, :mod:`tasks.progress`).
         nodes: draw the bar over the plan's nodes (``cdco compare``).
+        logs: write ``cdco_core``'s log records above the bars (``cdco compare``; under Prefect, ``cdco run``, its
+            handlers print them).
         enabled: default :func:`bars_wanted`.
     """
 
-    def __init__(self, plan: Any = None, nodes: bool = False, enabled: bool | None = None) -> None:
+    def __init__(self, plan: Any = None, nodes: bool = False, enabled: bool | None = None, logs: bool = False) -> None:
         self.plan = plan
         self.enabled = bars_wanted() if enabled is None else enabled
         self._lock = threading.Lock()  # Prefect calls on_step from its task thread
         self._stage: Any = None
         self._stage_node: str | None = None
         self._nodes: Any = None
+        self._restore: list[Any] = []
+        if self.enabled:
+            self._write_above_bars(logs)
         if self.enabled and nodes:
             from tqdm.auto import tqdm
 
             self._nodes = tqdm(total=len(plan.nodes), desc="nodes", unit="node", file=sys.stderr, **_width())
+
+    def _write_above_bars(self, logs: bool) -> None:
+        """Our log records and Python warnings go through ``tqdm.write`` while bars are shown: written to stderr
+        directly they would land in the middle of a bar's line (until :meth:`close`)."""
+        import logging
+        import warnings
+
+        from tqdm.auto import tqdm
+
+        class Above(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                tqdm.write(self.format(record), file=sys.stderr)
+
+        logger = logging.getLogger("cdco_core")  # without a handler, logging's last resort prints the bare message
+        if logs and not logger.handlers:
+            handler = Above(logging.WARNING)
+            logger.addHandler(handler)
+            self._restore.append(lambda: logger.removeHandler(handler))
+        shown = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+            text = warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n")
+            tqdm.write(text, file=sys.stderr)
+
+        warnings.showwarning = showwarning
+        self._restore.append(lambda: setattr(warnings, "showwarning", shown))
 
     def _total(self, info: dict[str, Any]) -> int | None:
         from cdco_core.steps.train import stages_of
@@ -114,6 +145,8 @@ class Bars:
             if self._nodes is not None:
                 self._nodes.close()
                 self._nodes = None
+            while self._restore:
+                self._restore.pop()()
 
     def __enter__(self) -> Bars:
         return self

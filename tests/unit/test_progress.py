@@ -99,3 +99,23 @@ def test_runner_steps_name_their_node(smoke_cfg, monkeypatch) -> None:
     assert runner._run_node(plan, node, {i: None for i in node.inputs}, seen.append) == "record"
     assert seen == [{"stage": "warmup", "step": 3, "loss": 0.1, "node": node.id}]
     assert Bars(plan, enabled=False)._total({"node": node.id}) == smoke_cfg.train.stages[0].steps
+
+
+def test_log_records_and_warnings_are_written_above_the_bars(monkeypatch) -> None:
+    import logging
+    import warnings
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    logger = logging.getLogger("cdco_core")
+    before = (list(logger.handlers), warnings.showwarning)
+    with Bars(enabled=True, logs=True) as bars:
+        bars.on_step({"node": "train[x]", "step": 1, "loss": 0.5, "total": 4})
+        logging.getLogger("cdco_core.evaluation.compare").warning("cdco seed 0: a head at its floor")
+        warnings.showwarning(FutureWarning("old API"), FutureWarning, "lib.py", 7)
+    out = err.getvalue()
+    # each once, on a line of its own: tqdm.write clears the bar's line first (written straight to stderr they
+    # would continue the bar's line, "...loss=0.5000]cdco seed 0: ...")
+    assert out.count("cdco seed 0: a head at its floor\n") == 1 and "]cdco seed 0" not in out
+    assert "lib.py:7: FutureWarning: old API\n" in out and "]lib.py" not in out
+    assert (list(logger.handlers), warnings.showwarning) == before  # restored at close
