@@ -38,7 +38,9 @@ def run_plan(plan: Plan, targets: list[str] | None = None, jobs: int = 1, thread
     """Execute ``targets`` (default: every node) and what they read; returns {node id: record}.
 
     ``on_done(node, record)`` is called as each node finishes; ``on_step(info)`` after every training step run
-    in this process.
+    in this process (``info``: the trainer's ``stage``, ``stage_index``, ``step``, ``global_step``, ``loss``, and
+    ``node``, the node's id). Steps run by worker processes (``jobs > 1``) are not reported; their nodes are, by
+    ``on_done``.
 
     Raises:
         InputError: bad task data, found when the tasks are prepared (before any training).
@@ -103,6 +105,9 @@ def _run_node(plan: Plan, node: Node, done: dict[str, Record],
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Record:
     from cdco_core.steps import execute
 
+    if on_step is not None:  # the trainer does not know its node; a display of several stages needs it
+        outer = on_step
+        on_step = lambda info: outer({**info, "node": node.id})  # noqa: E731
     return execute(plan.config_for(node), node, {i: done[i] for i in node.inputs}, on_step)
 
 
@@ -148,9 +153,23 @@ def check_prepared(plan: Plan, records: list[Record]) -> None:
         check_dev_splits(tasks)
 
 
+def comparison_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
+                    tuned: dict[str, list[str]] | None = None) -> Plan:
+    """The plan :func:`run_comparison` walks: every method x seed, evaluated, and the report.
+
+    Raises:
+        InputError: unknown method, bad seeds.
+    """
+    from cdco_core.plan import build_plan
+
+    return build_plan(cfg, methods, seeds, report=True, tuned=tuned)
+
+
 def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
                    out_dir: str | Path | None = None, jobs: int = 1, threads_per_job: int | None = None,
-                   tuned: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                   tuned: dict[str, list[str]] | None = None, plan: Plan | None = None,
+                   on_done: Progress | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
+                   ) -> dict[str, Any]:
     """Train (cached) and evaluate every method x seed, then the report; copy its files to ``out_dir``.
 
     Args:
@@ -159,6 +178,9 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
         out_dir: default ``CDCO_HOME/compare/<profile>/``.
         jobs, threads_per_job: worker processes and torch threads in each (see the module docstring).
         tuned: method -> overrides from ``cdco tune`` (``--tuned FILE``), each applied to its method only.
+        plan: :func:`comparison_plan` of the same arguments, when the caller built it already (to size a progress
+            display, or to read the records it gets through ``on_done``).
+        on_done, on_step: progress callbacks, as in :func:`run_plan`.
 
     Returns:
         The report's outputs (table, numbers, bootstrap) with absolute file paths, ``out_dir`` and ``wall_s``
@@ -168,11 +190,10 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: list[in
         InputError: unknown method, bad seeds, bad task data: before any training.
     """
     from cdco_core.paths import cdco_home
-    from cdco_core.plan import build_plan
 
     t0 = time.perf_counter()
-    plan = build_plan(cfg, methods, seeds, report=True, tuned=tuned)
-    report = run_plan(plan, jobs=jobs, threads_per_job=threads_per_job)["report"]
+    plan = plan or comparison_plan(cfg, methods, seeds, tuned)
+    report = run_plan(plan, jobs=jobs, threads_per_job=threads_per_job, on_done=on_done, on_step=on_step)["report"]
     out = Path(out_dir) if out_dir is not None else cdco_home() / "compare" / cfg.profile
     out.mkdir(parents=True, exist_ok=True)
     for name in report.files:

@@ -78,9 +78,13 @@ def run(profile: Profile = "demo", set_: Sets = None,
         overrides.append(f"eval.methods=[{methods}]")
     cfg = _load(profile, overrides)  # validated before any work, once
     _writable_home()
+    from cli.progress import Bars
     from flows.full_pipeline import run_pipeline
+    from tasks.progress import reporting
 
-    result = run_pipeline(cfg, profile=profile, overrides=overrides)
+    # a bar per training stage that the flow's tasks compute in this process
+    with Bars() as bars, reporting(bars.on_step if bars.enabled else None):
+        result = run_pipeline(cfg, profile=profile, overrides=overrides)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -120,6 +124,8 @@ def compare(profile: Profile = "demo", set_: Sets = None,
             jobs: Annotated[int, typer.Option(min=1, help="method x seed runs in parallel processes")] = 1,
             tuned: Annotated[Path | None, typer.Option(help="best settings from `cdco tune` (YAML method -> "
                                                        "key=value list), each applied to its method")] = None,
+            track: Annotated[bool, typer.Option(help="log the comparison to MLflow (a parent run, a child run per "
+                                                "method x seed, the report's files)")] = True,
             as_json: AsJson = False):
     """Train and evaluate several methods on the same splits and seeds; write comparison.csv/.md and plots."""
     import time
@@ -127,7 +133,8 @@ def compare(profile: Profile = "demo", set_: Sets = None,
     t0 = time.perf_counter()
     cfg = _load(profile, set_)
     _writable_home()
-    from cdco_core.runner import run_comparison
+    from cdco_core.runner import comparison_plan, run_comparison
+    from cli.progress import Bars
 
     s = [int(x) for x in seeds.split(",")] if seeds else None
     settings = None
@@ -136,7 +143,25 @@ def compare(profile: Profile = "demo", set_: Sets = None,
         from cdco_core.tuning import read_tuned
 
         settings = read_tuned(tuned, METHODS.names())  # an unknown method in the file: one line, exit 2
-    result = run_comparison(cfg, methods=_methods(methods), seeds=s, out_dir=out, jobs=jobs, tuned=settings)
+    plan = comparison_plan(cfg, _methods(methods), s, settings)  # unknown method, bad seeds: before any work
+    if track:
+        from tasks import tracking
+
+        tracking.check_tracking()  # an unreachable store fails now, not after the training
+        tracking.fail_orphaned_runs(cfg.orchestration.experiment)
+    records = {}
+    with Bars(plan, nodes=True, logs=True) as bars:
+        def done(node, record) -> None:
+            records[node.id] = record
+            bars.on_done(node, record)
+
+        result = run_comparison(cfg, out_dir=out, jobs=jobs, plan=plan, on_done=done,
+                                on_step=bars.on_step if bars.enabled else None)
+    if track:
+        from tasks.compare import log_comparison
+
+        result |= log_comparison(cfg, plan, records, result,
+                                 {"jobs": jobs, "tuned": str(tuned) if tuned is not None else None})
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:

@@ -11,7 +11,9 @@ here in the flow's thread after each task returns (cached or not).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow
@@ -314,8 +316,33 @@ def check_tasks(cfg: Any) -> None:
     check_protocols(cfg, tasks)  # task roles, zero-shot entries, probe budgets
 
 
-def local_prefect_settings() -> Any:
-    """Settings for a local run: PREFECT_HOME under CDCO_HOME unless the user set one; no telemetry."""
+@contextlib.contextmanager
+def local_prefect_settings() -> Iterator[None]:
+    """Settings for a local run: PREFECT_HOME under CDCO_HOME unless the user set one; no telemetry.
+
+    The temporary server is a subprocess with this environment and the user's terminal. Its PREFECT_HOME (under
+    CDCO_HOME) has no record of the SDK's first-run telemetry notice this process showed, so its Prefect import can
+    print the notice a second time (Prefect skips it only when that folder already looks used), about a server
+    whose analytics are off: ``DO_NOT_TRACK=1`` for the block, unless the user set it.
+    """
+    with _env_default("DO_NOT_TRACK", "1"), _local_settings():
+        yield
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block when unset (a user's own value stays)."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def _local_settings() -> Any:
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
     from cdco_core.paths import cdco_home

@@ -103,17 +103,23 @@ def artifact_key(profile: str) -> str:
     return "cdco-" + re.sub(r"[^a-z0-9-]+", "-", profile.lower()).strip("-") + "-results"
 
 
-def log_parent(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+def log_parent(run_id: str, result: dict[str, Any], averages: dict[str, dict[str, float]] | None = None
+               ) -> dict[str, Any]:
     """Metrics per method, the description and the links on the parent run; the Prefect artifact. Returns
     {"mlflow_url" (None for a local store), "mlflow_ui" (the command that serves a local store), "mlflow_page"
-    (the run's page on that server), "averages"} for the caller's summary."""
+    (the run's page on that server), "averages"} for the caller's summary.
+
+    ``averages``: {method: {kind: value}} to log as they are (``cdco compare`` passes the report's own means);
+    default: :func:`method_averages` of ``result["evaluations"]``.
+    """
     import mlflow
 
     from tasks import tracking
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(run_id).info.experiment_id
-    averages = method_averages(result.get("evaluations") or {})
+    if averages is None:
+        averages = method_averages(result.get("evaluations") or {})
     for meth, kinds in averages.items():
         tracking.log_flat_metrics(kinds, prefix=meth)
     uri = tracking.tracking_uri()
@@ -134,6 +140,10 @@ def log_parent(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
 
 def _prefect_artifact(profile: str, markdown: str) -> None:
     """The results table on the Prefect flow run (no-op outside a flow run)."""
+    import sys
+
+    if "prefect" not in sys.modules:  # no flow run in this process (``cdco compare``): nothing to import Prefect for
+        return
     from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
 

@@ -21,9 +21,10 @@ from tasks._cache import StepCache, cached_task_options, wire_inputs
 def run_step(cfg: dict[str, Any], node: dict[str, Any], upstream: dict[str, Any]) -> dict[str, Any]:
     """Execute one node; ``cfg`` is the config's JSON with its digest, ``upstream`` {input id: record}."""
     from cdco_core.steps import execute
+    from tasks.progress import for_node
 
     conf, plan_node, inputs = wire_inputs({"cfg": cfg, "node": node, "upstream": upstream})
-    return execute(conf, plan_node, inputs).as_dict()
+    return execute(conf, plan_node, inputs, for_node(conf, plan_node)).as_dict()
 
 
 def step_task(step: str, node_id: str, storage: str) -> Task:

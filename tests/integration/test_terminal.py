@@ -1,4 +1,5 @@
-"""What a person sees in a terminal: ``cdco run --profile smoke`` through a pseudo-terminal ends with the summary."""
+"""What a person sees in a terminal: ``cdco run --profile smoke`` through a pseudo-terminal draws a progress bar per
+training stage and ends with the summary."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_cdco_run_ends_with_the_summary(tmp_path) -> None:
     env = {**os.environ, "CDCO_HOME": str(tmp_path / "home"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}", "TERM": "xterm"}
     env.pop("PREFECT_API_URL", None)
+    env.pop("CI", None)  # progress bars are drawn on a terminal unless CI is set
     code, out = run_in_pty([sys.executable, "-m", "cli.main", "run", "--profile", "smoke",
                             "--set", "orchestration.task_runner=thread"], env, timeout=900)
     assert code == 0, out[-3000:]
@@ -58,3 +60,9 @@ def test_cdco_run_ends_with_the_summary(tmp_path) -> None:
     assert any(ln.startswith("registered  cdco-smoke version 1 @latest_run (new") for ln in summary)
     assert summary[-1].startswith("MLflow      mlflow ui --backend-store-uri sqlite:///")
     assert "{" not in "\n".join(summary)  # no JSON unless --json
+    # a bar per training stage, ending with the stage's last step: steps, rate (or s/step when slower), loss
+    for stage in ("0-warmup", "3-consolidate"):
+        assert re.search(rf"train\[cdco/seed0/{stage}\]: 100%\|[^\r\n]*\| (\d+)/\1 \[[^\]]*(step/s|s/step), loss=\d",
+                         out), out[-3000:]
+    # Prefect's first-run telemetry notice at most once (its temporary server would repeat it)
+    assert out.count("Prefect collects anonymous usage data") <= 1

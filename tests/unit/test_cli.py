@@ -108,3 +108,15 @@ def test_run_summary_reads_like_a_report():
                                        "overall": "0.55 ± 0.05"}]}, 3.0).splitlines()
     assert comp[2].split() == ["method", "ID", "overall"] and comp[4].split() == ["cdco", "0.6", "±", "0.0", "0.55",
                                                                                     "±", "0.05"]
+    assert not any(ln.startswith("MLflow") for ln in comp)  # --no-track: no run to name
+    tracked = compare_summary({"methods": ["cdco"], "seeds": [0], "table": [], "mlflow_run_id": "r1",
+                               "mlflow_url": "http://mlflow:5000/#/experiments/1/runs/r1"}, 3.0).splitlines()
+    assert tracked[-1] == "MLflow      http://mlflow:5000/#/experiments/1/runs/r1"
+
+
+def test_compare_fails_before_training_when_tracking_is_unreachable(tmp_path):
+    env = {**os.environ, "CDCO_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-m", "cli.main", "compare", "--profile", "smoke", "--methods", "frozen",
+                          "--seeds", "0"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "MLflow tracking server http://127.0.0.1:9 cannot be reached" in out.stderr
+    assert not (tmp_path / "steps").exists()  # nothing was computed

@@ -58,3 +58,17 @@ def test_run_pipeline_fails_before_prefect_starts(monkeypatch, cdco_home) -> Non
     with pytest.raises(TrackingUnavailableError, match="make serve"):
         run_pipeline("smoke", [])
     assert not (cdco_home / "prefect").exists()  # not even the local Prefect server was started
+
+
+def test_local_runs_keep_the_temporary_server_from_repeating_the_telemetry_notice(monkeypatch, cdco_home) -> None:
+    import os
+
+    from flows.full_pipeline import local_prefect_settings
+
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    with local_prefect_settings():
+        assert os.environ["DO_NOT_TRACK"] == "1"  # the server subprocess inherits it
+    assert "DO_NOT_TRACK" not in os.environ
+    monkeypatch.setenv("DO_NOT_TRACK", "0")  # a user's own choice stays
+    with local_prefect_settings():
+        assert os.environ["DO_NOT_TRACK"] == "0"

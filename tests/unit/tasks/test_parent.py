@@ -85,3 +85,14 @@ def test_a_dataset_inserted_by_another_run_at_once_is_logged_on_retry(monkeypatc
     monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
     with pytest.raises(MlflowException, match="other"):  # anything else is not retried
         lineage.log_dataset(object(), "ab" * 32, "training")
+
+
+def test_compare_parent_metrics_are_the_report_means_by_scope() -> None:
+    from tasks.compare import report_averages
+
+    numbers = {"cdco": {"imdb (accuracy)": {"mean": 0.5, "sd": 0.1, "n": 2}, "ID": {"mean": 0.6, "sd": 0.05, "n": 2},
+                        "s/step": {"mean": 0.3, "sd": 0.0, "n": 2}, "KI": {"mean": float("nan"), "sd": 0.0, "n": 0}},
+               "frozen": {"ID": {"mean": 0.4, "sd": 0.0, "n": 1}}}
+    # per-entry columns stay on the child runs (no parentheses in MLflow names); sd only over two or more seeds
+    expected = {"cdco": {"ID": 0.6, "ID.sd": 0.05, "s/step": 0.3, "s/step.sd": 0.0}, "frozen": {"ID": 0.4}}
+    assert report_averages({"numbers": numbers}) == expected
