@@ -33,7 +33,10 @@ def main() -> None:
     cfg = load_profile(args.profile)
     start = time.time()
     primary, outputs = dev_score(cfg, args.method, args.sets, seed=args.seed, steps_fraction=1.0)
-    result = {"method": args.method, "name": args.name, "overrides": args.sets, "seed": args.seed,
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"commit": commit, "method": args.method, "name": args.name, "overrides": args.sets, "seed": args.seed,
               "profile": args.profile, "primary_dev": primary, "averages": outputs.get("averages"),
               "metrics": outputs.get("metrics"), "wall_s": round(time.time() - start, 1)}
     args.out.mkdir(parents=True, exist_ok=True)

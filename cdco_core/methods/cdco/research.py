@@ -20,6 +20,11 @@ in-batch negatives ``B(i)`` (another key) and its K ODMS negatives ``O(i)``, wit
   single-sentence classification anchors; other anchors keep the plain sum.
 - ``temperature_poincare`` (H3): the Poincaré term's own τ. ``auto`` scales it so that both spaces' logits span
   the same range: cosine spans 2, the clipped ball's distances span 4r/√c, so ``τ_P = τ_E · 2r/√c``.
+- ``centre`` (after the dev runs showed a representation collapse): the projection's linear output is centred on
+  its own side before the space's map, the batch's rows on the batch mean and the ODMS negatives on theirs
+  (``u_i − mean_b u_b``, ``v_n − mean_m v_m``), so shifting every in-domain row away from the out-of-domain
+  points (the "which domain is this" shortcut) no longer changes any similarity; only structure within each
+  domain does.
 - ``contrastive_scale``: multiplies every contrastive weight of every stage (0 = CDCO's schedule with the task
   loss only: H4, the schedule's own cost).
 - ``schedule``: ``cdco`` (the profile's stages) or ``flat``: one stage of the same total steps over every adapter
@@ -97,13 +102,14 @@ class CDCOResearchMethod(CDCOMethod):
         if batch.choice_mask is not None:  # option sequences are not rows: no keys, no term
             return pooled.sum() * 0.0
         proj = model.euclidean_proj if space == "euclidean" else model.poincare_proj
-        z = proj(pooled)
+        centre = self.settings.centre
+        z = project(proj, pooled, space, centre)
         negs = mask = None
         filtered = torch.tensor([t == "classification" for t in batch.task_types], device=pooled.device)
         if batch.negatives is not None:
             b, k, h = batch.negatives.shape
             raw = batch.negatives.to(pooled.device, pooled.dtype)
-            negs = proj(raw.reshape(b * k, h)).reshape(b, k, -1)
+            negs = project(proj, raw.reshape(b * k, h), space, centre).reshape(b, k, -1)
             if self.settings.label_aware:
                 mask = same_label_negatives(model, batch, raw) & filtered[:, None]
         ball = model.poincare_proj.ball if space == "poincare" else None
@@ -111,6 +117,21 @@ class CDCOResearchMethod(CDCOMethod):
         return research_contrastive_loss(z, batch.keys.to(pooled.device), negs, space,
                                          self.temperature(model, space, tau_e), ball=ball,
                                          drop=mask, tau_plus=tau_plus)
+
+
+def project(proj: torch.nn.Module, pooled: torch.Tensor, space: str, centre: bool) -> torch.Tensor:
+    """``proj(pooled)``; with ``centre`` the linear output minus its mean over the rows first (then the space's
+    map: unit normalisation, or the Poincaré clip and exponential map as in the projection itself)."""
+    if not centre:
+        return proj(pooled)
+    u = proj.linear(pooled)
+    u = u - u.mean(dim=0, keepdim=True)
+    if space == "euclidean":
+        return torch.nn.functional.normalize(u, dim=-1, eps=1e-8)
+    if proj.clip_r is not None:
+        scaled_norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-15) * proj.ball.c.sqrt()
+        u = u * torch.clamp(proj.clip_r / scaled_norm, max=1.0)
+    return proj.ball.projx(proj.ball.expmap0(u, project=False))
 
 
 @torch.no_grad()

@@ -120,3 +120,18 @@ def test_unknown_setting_is_refused_naming_it(smoke_cfg):
 
     with pytest.raises(ConfigError, match="label_awre"):
         with_overrides(smoke_cfg, ["method_settings.cdco_r.label_awre=true"], "test")
+
+
+@pytest.mark.parametrize("space", ["euclidean", "poincare"])
+def test_centred_projection_ignores_a_shift_of_one_side(space, smoke_cfg):
+    """Shifting every row of one side by the same vector (a domain offset) leaves the centred points unchanged."""
+    from cdco_core.methods.cdco.research import project
+    from cdco_core.models.projection import EuclideanProjection, PoincareProjection
+
+    torch.manual_seed(0)
+    proj = EuclideanProjection(8, 4) if space == "euclidean" else PoincareProjection(8, 4, curvature=1.0, clip_r=2.0)
+    pooled = torch.randn(6, 8)
+    shift = torch.randn(1, 8) * 3
+    assert torch.allclose(project(proj, pooled, space, True), project(proj, pooled + shift, space, True), atol=1e-5)
+    assert not torch.allclose(project(proj, pooled, space, False), project(proj, pooled + shift, space, False),
+                              atol=1e-3)
