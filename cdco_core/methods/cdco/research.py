@@ -25,6 +25,9 @@ in-batch negatives ``B(i)`` (another key) and its K ODMS negatives ``O(i)``, wit
   (``u_i − mean_b u_b``, ``v_n − mean_m v_m``), so shifting every in-domain row away from the out-of-domain
   points (the "which domain is this" shortcut) no longer changes any similarity; only structure within each
   domain does.
+- ``anchor_tasks``: only these tasks' rows are anchors (other rows get key −1: still negatives, never pulled
+  towards a positive). Tests whether supervised contrast on tasks the model cannot yet separate drives the
+  collapse.
 - ``contrastive_scale``: multiplies every contrastive weight of every stage (0 = CDCO's schedule with the task
   loss only: H4, the schedule's own cost).
 - ``schedule``: ``cdco`` (the profile's stages) or ``flat``: one stage of the same total steps over every adapter
@@ -114,7 +117,11 @@ class CDCOResearchMethod(CDCOMethod):
                 mask = same_label_negatives(model, batch, raw) & filtered[:, None]
         ball = model.poincare_proj.ball if space == "poincare" else None
         tau_plus = torch.where(filtered, self.settings.tau_plus, 0.0)
-        return research_contrastive_loss(z, batch.keys.to(pooled.device), negs, space,
+        keys = batch.keys.to(pooled.device)
+        if self.settings.anchor_tasks is not None:
+            allowed = torch.tensor([t in self.settings.anchor_tasks for t in batch.tasks], device=keys.device)
+            keys = torch.where(allowed, keys, torch.full_like(keys, -1))
+        return research_contrastive_loss(z, keys, negs, space,
                                          self.temperature(model, space, tau_e), ball=ball,
                                          drop=mask, tau_plus=tau_plus)
 

@@ -17,4 +17,5 @@ class CdcoResearchConfig(BaseModel):
     temperature_poincare: float | Literal["auto"] | None = None  # None: train.contrastive_temperature
     label_aware: bool = False
     tau_plus: float = Field(0.0, ge=0, lt=1)
+    anchor_tasks: list[str] | None = None  # None: every task's rows are anchors; else only these tasks' rows
     centre: bool = False  # domain-centred projections: each side minus its own mean before the space's map

@@ -135,3 +135,19 @@ def test_centred_projection_ignores_a_shift_of_one_side(space, smoke_cfg):
     assert torch.allclose(project(proj, pooled, space, True), project(proj, pooled + shift, space, True), atol=1e-5)
     assert not torch.allclose(project(proj, pooled, space, False), project(proj, pooled + shift, space, False),
                               atol=1e-3)
+
+
+def test_anchor_tasks_make_other_rows_negatives_only(smoke_cfg):
+    """With anchor_tasks, a row of another task is never an anchor: a batch of only such rows has no term."""
+    cfg = smoke_cfg.model_copy(update={"method_settings": {**smoke_cfg.method_settings,
+                                                           "cdco_r": {"anchor_tasks": ["sms_spam"]}}})
+    method = get_method("cdco_r", cfg)
+    proj = torch.nn.Linear(4, 3)
+    model = SimpleNamespace(euclidean_proj=lambda x: torch.nn.functional.normalize(proj(x), dim=-1),
+                            poincare_proj=None)
+    pooled = torch.randn(4, 4)
+    batch = SimpleNamespace(choice_mask=None, negatives=None, task_types=["classification"] * 4,
+                            tasks=["rotten_tomatoes"] * 4, keys=torch.tensor([0, 0, 1, 1]))
+    assert float(method._contrastive(model, batch, pooled, "euclidean", 0.1)) == 0.0
+    batch.tasks = ["sms_spam"] * 4
+    assert float(method._contrastive(model, batch, pooled, "euclidean", 0.1)) > 0.0
