@@ -37,10 +37,10 @@ def run_plan(plan: Plan, targets: list[str] | None = None, jobs: int = 1, thread
              ) -> dict[str, Record]:
     """Execute ``targets`` (default: every node) and what they read; returns {node id: record}.
 
-    ``on_done(node, record)`` is called as each node finishes; ``on_step(info)`` after every training step run
-    in this process (``info``: the trainer's ``stage``, ``stage_index``, ``step``, ``global_step``, ``loss``, and
-    ``node``, the node's id). Steps run by worker processes (``jobs > 1``) are not reported; their nodes are, by
-    ``on_done``.
+    ``on_done(node, record)`` is called as each node finishes; ``on_step(info)`` as a step reports progress
+    (``info``: ``step``, units done in the node, optionally ``total``, ``unit``, ``loss`` or ``what``, plus ``node``,
+    the node's id; see :func:`cdco_core.steps.execute`). Reports from worker processes (``jobs > 1``) come back
+    through a queue, at most five a second per node, and are passed to ``on_step`` here, in this thread.
 
     Raises:
         InputError: bad task data, found when the tasks are prepared (before any training).
@@ -61,13 +61,15 @@ def run_plan(plan: Plan, targets: list[str] | None = None, jobs: int = 1, thread
         return done
     threads = threads_per_job or max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        _run_parallel(plan, rest, done, pool, jobs, on_done, on_step)
+    reports = ctx.Queue() if on_step is not None else None  # the workers' progress, back to on_step
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, reports)) as pool:
+        _run_parallel(plan, rest, done, pool, jobs, on_done, on_step, reports)
     return done
 
 
 def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: ProcessPoolExecutor, slots: int,
-                  on_done: Progress | None, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+                  on_done: Progress | None, on_step: Callable[[dict[str, Any]], None] | None,
+                  reports: Any = None) -> None:
     """Run worker nodes on the pool, at most one per worker at a time, taking the first ready one in plan order;
     run the others here, in plan order.
 
@@ -95,7 +97,9 @@ def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: P
                 _finish(plan, nid, _run_node(plan, node, done, on_step), done, on_done)
                 pending.remove(nid)
         if running:
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            finished, _ = wait(list(running), timeout=0.2 if reports is not None else None,
+                               return_when=FIRST_COMPLETED)
+            _drain(reports, on_step)  # before on_done: a finished node's last report comes before its end
             for fut in finished:
                 nid = running.pop(fut)
                 _finish(plan, nid, Record.from_dict(fut.result()), done, on_done)
@@ -117,18 +121,55 @@ def _finish(plan: Plan, nid: str, record: Record, done: dict[str, Record], on_do
         on_done(plan.nodes[nid], record)
 
 
-def _init_worker(threads: int) -> None:
+def _drain(reports: Any, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    """Pass every progress report waiting in the workers' queue to ``on_step``."""
+    import queue
+
+    while reports is not None and on_step is not None:
+        try:
+            info = reports.get_nowait()
+        except queue.Empty:
+            return
+        on_step(info)
+
+
+_reports: Any = None  # in a worker process: the queue its progress reports go to (None: nobody listens)
+
+
+def _init_worker(threads: int, reports: Any = None) -> None:
+    global _reports
     import torch
 
     torch.set_num_threads(threads)
+    _reports = reports
+
+
+def _forwarder(node_id: str, min_interval: float = 0.2) -> Callable[[dict[str, Any]], None] | None:
+    """A worker's ``on_step`` for node ``node_id``: puts the report on the queue, at most one per ``min_interval``
+    seconds (the last unit of a known total always goes), or None when nobody listens."""
+    if _reports is None:
+        return None
+    import time
+
+    last = [0.0]
+
+    def on_step(info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        final = info.get("total") is not None and info.get("step") == info.get("total")
+        if final or now - last[0] >= min_interval:
+            last[0] = now
+            _reports.put({**info, "node": node_id})
+
+    return on_step
 
 
 def _execute_in_worker(wire: dict[str, Any], node: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     from cdco_core.profile import config_from_json
     from cdco_core.steps import execute
 
-    record = execute(config_from_json(wire), Node.from_dict(node),
-                     {k: Record.from_dict(v) for k, v in inputs.items()})
+    n = Node.from_dict(node)
+    record = execute(config_from_json(wire), n, {k: Record.from_dict(v) for k, v in inputs.items()},
+                     _forwarder(n.id))
     return record.as_dict()
 
 

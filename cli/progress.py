@@ -1,9 +1,11 @@
-"""Progress bars for ``cdco run`` and ``cdco compare``: one per training stage (loss, steps/s, ETA) and, for a
-comparison, one over the plan's nodes.
+"""Progress bars for ``cdco run`` and ``cdco compare``: one per running step that takes more than a moment
+(a training stage with its loss, steps/s and ETA; an embedding in rows; a manifold fit in phases; an evaluation
+in tasks) and, for a comparison, one over the plan's nodes.
 
-The stage bars are fed by the trainer's ``on_step`` callback (:func:`cdco_core.runner.run_plan` adds the node's id;
-``cdco run``'s Prefect tasks get it through :mod:`tasks.progress`). Steps that run in other processes (``cdco
-compare --jobs 2``, a Dask task runner) are not reported; the node bar still counts their nodes as they finish.
+The bars are fed by the steps' ``on_step`` callback (:func:`cdco_core.runner.run_plan` adds the node's id and
+forwards the reports of its worker processes, ``cdco compare --jobs 2``; ``cdco run``'s Prefect tasks get it through
+:mod:`tasks.progress`). Tasks run by a Dask task runner are other processes and are not reported; the node bar
+still counts their nodes as they finish.
 
 Bars are drawn on stderr, only when it is a terminal and ``CI`` is unset: a log file or a CI job gets none.
 """
@@ -38,12 +40,23 @@ def _width() -> dict[str, Any]:
     return {"dynamic_ncols": True} if min(size) > 0 else {"ncols": 100, "nrows": 24}
 
 
+def _postfix(info: dict[str, Any]) -> str:
+    """What a bar shows after its rate: a training step's loss, or the item (phase, task) just reached."""
+    if info.get("loss") is not None:
+        return f"loss={info['loss']:.4f}"
+    return str(info.get("what") or "")
+
+
 class Bars:
     """The bars of one command. ``on_step(info)`` and ``on_done(node, record)`` are the runner's callbacks.
 
+    One bar per node that reports progress (a training stage counts steps with its loss; an embedding counts
+    rows; a manifold fit counts its phases; an evaluation counts its tasks), as many at once as nodes run at once
+    (``cdco compare --jobs 2``: the workers' steps come through :func:`cdco_core.runner.run_plan`).
+
     Args:
-        plan: the plan being run (each stage's step count, and the node bar's total); without one, a stage's
-            step count comes with each step (``info["total"]``, :mod:`tasks.progress`).
+        plan: the plan being run (each stage's step count, and the node bar's total); without one, a bar's total
+            comes with each report (``info["total"]``, :mod:`tasks.progress`).
         nodes: draw the bar over the plan's nodes (``cdco compare``).
         logs: write ``cdco_core``'s log records above the bars (``cdco compare``; under Prefect, ``cdco run``, its
             handlers print them).
@@ -53,9 +66,8 @@ class Bars:
     def __init__(self, plan: Any = None, nodes: bool = False, enabled: bool | None = None, logs: bool = False) -> None:
         self.plan = plan
         self.enabled = bars_wanted() if enabled is None else enabled
-        self._lock = threading.Lock()  # Prefect calls on_step from its task thread
-        self._stage: Any = None
-        self._stage_node: str | None = None
+        self._lock = threading.Lock()  # Prefect calls on_step from its task threads
+        self._bars: dict[str, Any] = {}  # node id -> its open bar
         self._nodes: Any = None
         self._restore: list[Any] = []
         if self.enabled:
@@ -102,46 +114,47 @@ class Bars:
         return stages_of(self.plan.config_for(node), node)[node.params["stage"]].steps
 
     def on_step(self, info: dict[str, Any]) -> None:
-        """After a training step: ``info`` has ``node``, ``step`` (steps done in the stage) and ``loss``."""
+        """After a unit of work: ``info`` has ``node``, ``step`` (units done in the node), and optionally ``total``,
+        ``unit`` (default "step"), ``loss`` (a training step) or ``what`` (the item just done)."""
         if not self.enabled:
             return
         with self._lock:
             node_id = info.get("node") or info.get("stage", "train")
-            if node_id != self._stage_node:
-                self._close_stage()
+            bar = self._bars.get(node_id)
+            if bar is None:
                 from tqdm.auto import tqdm
 
                 done = max(0, int(info["step"]) - 1)  # a resumed stage starts where its checkpoint left it
-                self._stage = tqdm(total=self._total(info), initial=done, desc=node_id, unit="step",
-                                   file=sys.stderr, leave=self._nodes is None, **_width(),
-                                   position=1 if self._nodes is not None else None)
-                self._stage_node = node_id
-            self._stage.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
-            self._stage.update(int(info["step"]) - self._stage.n)
-            if self._stage.total is not None and self._stage.n >= self._stage.total:
-                self._stage.refresh()  # tqdm skips draws closer than 0.1 s: the last step is always shown
-                self._close_stage()  # the last step: the bar ends with the stage, not with the next one
+                bar = tqdm(total=self._total(info), initial=done, desc=node_id, unit=info.get("unit", "step"),
+                           file=sys.stderr, leave=self._nodes is None, postfix=_postfix(info), **_width())
+                self._bars[node_id] = bar
+            elif _postfix(info) != bar.postfix:  # a new loss: with the next draw; a new phase or task: now
+                bar.set_postfix_str(_postfix(info), refresh=info.get("loss") is None)
+            bar.update(int(info["step"]) - bar.n)
+            if bar.total is not None and bar.n >= bar.total:
+                bar.refresh()  # tqdm skips draws closer than 0.1 s: the last step is always shown
+                self._close(node_id)  # the last step: the bar ends with its node, not with the next one
 
     def on_done(self, node: Any, record: Any) -> None:
         """A node finished (computed or read from the cache)."""
         if not self.enabled:
             return
         with self._lock:
-            if node.id == self._stage_node:
-                self._close_stage()
+            self._close(node.id)
             if self._nodes is not None:
                 self._nodes.set_postfix_str(f"{node.id}{' (cached)' if getattr(record, 'cached', False) else ''}",
                                             refresh=False)
                 self._nodes.update(1)
 
-    def _close_stage(self) -> None:
-        if self._stage is not None:
-            self._stage.close()
-        self._stage, self._stage_node = None, None
+    def _close(self, node_id: str) -> None:
+        bar = self._bars.pop(node_id, None)
+        if bar is not None:
+            bar.close()
 
     def close(self) -> None:
         with self._lock:
-            self._close_stage()
+            for node_id in list(self._bars):
+                self._close(node_id)
             if self._nodes is not None:
                 self._nodes.close()
                 self._nodes = None

@@ -23,6 +23,7 @@ each budget (``OOD_unseen.n256``), zero_shot, and the primary endpoint.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -150,22 +151,14 @@ def scope_value(values: dict[str, float], groups: list[list[str]]) -> float:
     return float(np.mean([np.mean([values[e] for e in g]) for g in groups]))
 
 
-def kind_averages(main: dict[str, float], kinds: dict[str, str]) -> dict[str, float | None]:
-    """Mean of the per-task main metric per kind, and over all tasks ("overall"); None for an empty kind."""
-    out: dict[str, float | None] = {}
-    for k in KINDS:
-        vals = [v for t, v in main.items() if kinds[t] == k]
-        out[k] = float(np.mean(vals)) if vals else None
-    out["overall"] = float(np.mean(list(main.values()))) if main else None
-    return out
-
-
 def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_digest: str,
-                   split: str = "report") -> dict[str, Any]:
+                   split: str = "report", on_item: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Score a loaded model on ``tasks`` (protocol in the module docstring).
 
     Args:
         split: ``"report"`` (the eval splits, with probe budgets and zero-shot) or ``"dev"`` (what tuning reads).
+        on_item: called after each task (its probes included) and each zero-shot pair with (items done, items in
+            all, the item's name): a progress display.
 
     Returns:
         {"metrics": {entry: {metric: value}}, "main_metric": {entry: name}, "kinds": {entry: ID|OOD|KI|ZS},
@@ -190,13 +183,21 @@ def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_
         frames.append(pd.DataFrame({"task": entry, "example_id": ids, "label": np.asarray(y, np.float64),
                                     "pred": np.asarray(pred, np.float64)}))
 
-    for t in tasks:
-        where = scored_split(t, split)
-        if where is None:
-            continue
+    scored = [(t, where) for t in tasks if (where := scored_split(t, split)) is not None]
+    transfers = [zs for zs in cfg.eval.zero_shot if zs.source in trained] if split == "report" else []
+    done = 0
+
+    def item_done(name: str) -> None:
+        nonlocal done
+        done += 1
+        if on_item is not None:
+            on_item(done, len(scored) + len(transfers), name)
+
+    for t, where in scored:
         if t.spec.kind == "ID" and t.name in trained:
             ids, y, pred = _predict_with_trained_head(model, tokenizer, t, cfg, model_digest, where)
             add(t.name, t, "ID", "trained", where, "trained_head", ids, y, pred)
+            item_done(t.name)
             continue
         # OOD/KI, or an ID task the method has no head for (probed like OOD, and recorded so)
         ids, y, preds = _probe(model, tokenizer, t, cfg, seed, model_digest, where,
@@ -204,16 +205,15 @@ def evaluate_model(model, tokenizer, tasks: list, cfg: Config, seed: int, model_
         for b, pred in sorted(preds.items(), key=lambda kv: kv[0] != FULL):  # the full split first
             add(budget_entry(t.name, b), t, t.spec.kind, b, where, "fresh_head" if b == FULL else f"fresh_head_n{b}",
                 ids, y, pred)
-    if split == "report":
-        by_name = {t.name: t for t in tasks}
-        for zs in cfg.eval.zero_shot:
-            if zs.source not in trained:
-                continue  # a method without that head (none today): nothing to transfer
-            r = zero_shot_transfer(model, tokenizer, by_name[zs.source], by_name[zs.target], zs.label_map,
-                                   model_digest=model_digest, max_length=cfg.model.max_length,
-                                   batch_size=cfg.eval.batch_size)
-            add(zero_shot_entry(zs.source, zs.target), by_name[zs.target], "ZS", "zero_shot",
-                by_name[zs.target].eval_split, "zero_shot", r.example_ids, r.labels, r.predictions, metric="accuracy")
+        item_done(t.name)
+    by_name = {t.name: t for t in tasks}
+    for zs in transfers:  # a method without the source's head (none today) has nothing to transfer
+        r = zero_shot_transfer(model, tokenizer, by_name[zs.source], by_name[zs.target], zs.label_map,
+                               model_digest=model_digest, max_length=cfg.model.max_length,
+                               batch_size=cfg.eval.batch_size)
+        add(zero_shot_entry(zs.source, zs.target), by_name[zs.target], "ZS", "zero_shot",
+            by_name[zs.target].eval_split, "zero_shot", r.example_ids, r.labels, r.predictions, metric="accuracy")
+        item_done(f"{zs.source}->{zs.target}")
     main = {e: m[main_metric[e]] for e, m in metrics.items()}
     averages = {name: scope_value(main, groups) for name, groups in scopes(entries, budgets).items()}
     return {"metrics": metrics, "main_metric": main_metric, "kinds": {e: m["kind"] for e, m in entries.items()},

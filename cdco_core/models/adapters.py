@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,7 +124,11 @@ def add_lora(encoder: nn.Module, acfg: AdapterConfig, adapter_names: list[str] |
                         target_modules=list(acfg.target_modules), bias="none")
     names = adapter_names or ["default"]
     try:
-        model = get_peft_model(encoder, config, adapter_name=names[0])
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every model
+            # built); the attribute is peft's to rename, nothing a user of ours can act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(encoder, config, adapter_name=names[0])
     except ValueError as e:  # peft: target modules not found
         raise ConfigError(f"adapters.target_modules {acfg.target_modules}: {e}") from None
     for name in names[1:]:

@@ -9,9 +9,11 @@ Sources (``model.source``):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +149,21 @@ def build_tiny_bert(cfg: ModelConfig, vocab_size: int) -> PreTrainedModel:
         torch.random.set_rng_state(state)
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers for the block: a local folder loads in milliseconds, and the
+    bar would scroll by in every log and between our own progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_encoder(cfg: ModelConfig) -> tuple[Any, Any, ModelIdentity]:
     """Load (model in eval mode, tokenizer, identity) for ``cfg``.
 
@@ -159,7 +176,8 @@ def load_encoder(cfg: ModelConfig) -> tuple[Any, Any, ModelIdentity]:
     tok = load_tokenizer(cfg)
     ident = model_identity(cfg)
     if ident.path:
-        model = AutoModel.from_pretrained(ident.path)
+        with _quiet_loading():
+            model = AutoModel.from_pretrained(ident.path)
     else:
         model = build_tiny_bert(cfg, vocab_size=tok.vocab_size)
     model.eval()

@@ -8,7 +8,7 @@ same amount of work and fewer passes are needed. Rows are tokenised once, up fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,7 +97,7 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
                 max_length: int = 128, batch_tokens: int = 8192, max_batch_size: int = 128,
-                progress: bool = False, desc: str = "embed") -> np.ndarray:
+                on_rows: Callable[[int], None] | None = None) -> np.ndarray:
     """Embed texts (or text pairs) with the frozen encoder: mean pooling, L2-normalised, float32.
 
     The model runs in whatever dtype it has (see :func:`resolve_dtype`); pooling and normalisation are float32.
@@ -110,8 +110,7 @@ def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Seq
         max_length: truncation length in tokens.
         batch_tokens: padded-token budget per forward pass.
         max_batch_size: upper bound on rows per pass.
-        progress: show a tqdm bar (rows).
-        desc: the bar's label.
+        on_rows: called after every forward pass with the number of rows embedded so far (a progress display).
 
     Returns:
         (N, H) float32 array, each row of unit L2 norm, in input order.
@@ -120,7 +119,6 @@ def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Seq
         InputError: ``texts_b`` is given with a different length than ``texts_a``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from cdco_core.models.pooling import mean_pool
 
@@ -134,7 +132,8 @@ def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Seq
     ids, types = tokenize_rows(tokenizer, texts_a, texts_b, max_length)
     lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=n)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode(), tqdm(total=n, desc=desc, unit="row", disable=not progress) as bar:
+    done = 0
+    with torch.inference_mode():
         for idx in length_batches(lengths, batch_tokens, max_batch_size):
             input_ids, mask = _pad([ids[i] for i in idx], pad_id)
             inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
@@ -144,5 +143,7 @@ def embed_texts(model: Any, tokenizer: Any, texts_a: Sequence[str], texts_b: Seq
             pooled = mean_pool(hidden_states, inputs["attention_mask"])  # (B, H)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
             out[idx] = pooled.numpy()
-            bar.update(len(idx))
+            done += len(idx)
+            if on_rows is not None:
+                on_rows(done)
     return out

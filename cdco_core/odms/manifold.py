@@ -11,6 +11,7 @@ import os
 import stat
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def sample_indices(n: int, sample_size: int, seed: int) -> np.ndarray:
 
 
 def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_dist: float,
-                 sample_size: int, seed: int) -> tuple[np.ndarray, Any, np.ndarray, dict[str, float]]:
+                 sample_size: int, seed: int, on_phase: Callable[[int, str], None] | None = None,
+                 ) -> tuple[np.ndarray, Any, np.ndarray, dict[str, float]]:
     """Fit UMAP (cosine) on a seeded sample and map every row.
 
     Sampled rows take their fitted coordinates (``embedding_``); the others go through ``transform``.
@@ -123,6 +125,9 @@ def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_d
         min_dist: UMAP's minimum distance between embedded points.
         sample_size: rows UMAP is fitted on.
         seed: sampling and UMAP seed.
+        on_phase: called as each of the two phases starts and when both are done: ``(0, "fit ...")``,
+            ``(1, "transform ...")``, ``(2, "done")`` (a progress display: the fit is most of the time, and on
+            its first call in a process most of that is numba compiling UMAP).
 
     Returns:
         (coords (N, d) float32, fitted reducer, sample indices, timings {"fit_s", "transform_s"}).
@@ -140,6 +145,8 @@ def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_d
         )
     reducer = umap.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, len(idx) - 1),
                         min_dist=min_dist, metric="cosine", random_state=seed, transform_seed=seed, n_jobs=1)
+    phase = on_phase or (lambda i, what: None)
+    phase(0, f"fit on {len(idx)} rows")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*")  # n_jobs=1 is the point of seeding
@@ -150,8 +157,10 @@ def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_d
         coords[idx] = reducer.embedding_
         rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
         t1 = time.perf_counter()
+        phase(1, f"transform {len(rest)} rows")
         if len(rest):
             coords[rest] = reducer.transform(vectors[rest])
+    phase(2, "done")
     return coords, reducer, idx, {"fit_s": fit_s, "transform_s": time.perf_counter() - t1}
 
 

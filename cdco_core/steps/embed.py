@@ -66,13 +66,19 @@ def compute(call: StepCall) -> dict[str, Any]:
     frame = corpus(cfg, call.node, call.inputs[f"prepare[{name}]"])
     dtype = str(resolve_dtype(cfg.embed.dtype)).split(".")[-1]
 
+    total = len(frame)
+
+    def report(done: int) -> None:  # rows embedded so far, shards read back from the scratch folder included
+        if call.on_step is not None:
+            call.on_step({"step": done, "total": total, "unit": "row"})
+
     def rows_to_table(start: int, stop: int) -> Any:
         rows = frame.iloc[start:stop]
         model, tok = _encoder(cfg.model.model_dump_json(), dtype)
+        report(start)
         vecs = embed_texts(model, tok, rows["text_a"].tolist(), rows["text_b"].tolist(),
                            max_length=cfg.model.max_length, batch_tokens=cfg.embed.batch_tokens,
-                           max_batch_size=cfg.embed.max_batch_size, progress=False,
-                           desc=f"embed {name} rows {start}-{stop}")
+                           max_batch_size=cfg.embed.max_batch_size, on_rows=lambda done: report(start + done))
         return vectors_table(rows["example_id"].tolist(), name, vecs)
 
     res = fill_shards(call.scratch, call.key, len(frame), cfg.embed.shard_rows, rows_to_table)

@@ -46,8 +46,12 @@ def compute(call: StepCall) -> dict[str, Any]:
     check_task_set(tasks)
     id_tasks = [t for t in tasks if t.spec.kind == "ID"]
     model, tokenizer = load_trained(cfg, node.method, node.params["seed"], final, id_tasks)
+    def on_item(done: int, total: int, name: str) -> None:  # a task scored (its probes included)
+        if call.on_step is not None:
+            call.on_step({"step": done, "total": total, "unit": "task", "what": name})
+
     res = evaluate_model(model, tokenizer, tasks, cfg, node.params["seed"], final.digest,
-                         split=node.params.get("split", "report"))
+                         split=node.params.get("split", "report"), on_item=on_item)
     preds = res.pop("predictions")
     preds.to_parquet(call.out / "predictions.parquet", index=False)
     summary = finite({"method": node.method, "seed": node.params["seed"], **res, "cost": method_cost(final),

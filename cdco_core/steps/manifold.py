@@ -38,8 +38,12 @@ def compute(call: StepCall) -> dict[str, Any]:
 
     frame, vecs = load_embeddings([call.inputs[i] for i in call.node.inputs])  # anchors first, in plan order
     m = call.cfg.manifold
+    def on_phase(i: int, what: str) -> None:  # two phases: fit (numba compiles on first use), transform
+        if call.on_step is not None:
+            call.on_step({"step": i, "total": 2, "unit": "phase", "what": what})
+
     coords, reducer, sample, timings = fit_manifold(vecs, m.n_components, m.n_neighbors, m.min_dist,
-                                                    m.sample_size, _umap_seed(call.cfg, call.node))
+                                                    m.sample_size, _umap_seed(call.cfg, call.node), on_phase)
     table = vectors_table(frame["example_id"].tolist(), frame["dataset"].tolist(), coords)
     table = table.rename_columns(["example_id", "dataset", "coords"])
     table = table.append_column("role", pa.array(frame["role"].tolist(), pa.string()))

@@ -45,9 +45,34 @@ def test_a_resumed_stage_starts_at_its_checkpoint(monkeypatch) -> None:
     monkeypatch.setattr(sys, "stderr", err)
     with Bars(enabled=True) as bars:
         bars.on_step({"node": "train[x]", "step": 5, "loss": 0.5, "total": 6})
-        assert bars._stage.n == 5 and bars._stage.total == 6
+        assert bars._bars["train[x]"].n == 5 and bars._bars["train[x]"].total == 6
         bars.on_step({"node": "train[x]", "step": 6, "loss": 0.4, "total": 6})
-        assert bars._stage is None  # closed with its last step
+        assert "train[x]" not in bars._bars  # closed with its last step
+
+
+def test_nodes_running_at_once_each_keep_their_own_bar(monkeypatch) -> None:
+    """``--jobs 2``: two stages report in turn; neither bar is closed and reopened by the other's steps."""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with Bars(enabled=True) as bars:
+        for i in range(1, 4):
+            bars.on_step({"node": "train[a]", "step": i, "loss": 0.5, "total": 4})
+            bars.on_step({"node": "evaluate[b]", "step": i, "total": 5, "unit": "task", "what": f"task{i}"})
+        assert bars._bars["train[a]"].n == 3 and bars._bars["evaluate[b]"].n == 3
+        assert bars._bars["evaluate[b]"].unit == "task"
+    out = err.getvalue()
+    assert out.count("train[a]:   0%") <= 1 and "task3" in out
+
+
+def test_a_bar_without_a_loss_shows_what_it_is_doing(monkeypatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with Bars(enabled=True) as bars:
+        bars.on_step({"node": "manifold[demo]", "step": 0, "total": 2, "unit": "phase", "what": "fit on 500 rows"})
+        bars.on_step({"node": "manifold[demo]", "step": 1, "total": 2, "unit": "phase", "what": "transform 20 rows"})
+        bars.on_step({"node": "manifold[demo]", "step": 2, "total": 2, "unit": "phase", "what": "done"})
+    out = err.getvalue()
+    assert "fit on 500 rows" in out and "manifold[demo]: 100%" in out and "2/2" in out
 
 
 def test_disabled_bars_write_nothing(monkeypatch) -> None:
@@ -68,10 +93,10 @@ def test_the_flow_tasks_report_only_while_someone_listens(smoke_cfg) -> None:
     assert for_node(smoke_cfg, stage) is None
     seen: list[dict] = []
     with reporting(seen.append):
-        assert for_node(smoke_cfg, embed) is None  # only training steps are reported
+        for_node(smoke_cfg, embed)({"step": 64, "total": 200, "unit": "row"})  # a step sends its own total
         for_node(smoke_cfg, stage)({"step": 1, "loss": 0.5})
-    assert seen == [{"step": 1, "loss": 0.5, "node": stage.id,
-                     "total": smoke_cfg.train.stages[1].steps}]
+    assert seen == [{"step": 64, "total": 200, "unit": "row", "node": embed.id},
+                    {"step": 1, "loss": 0.5, "node": stage.id, "total": smoke_cfg.train.stages[1].steps}]
     assert for_node(smoke_cfg, stage) is None  # the block ended
 
     def broken(info: dict) -> None:
@@ -119,3 +144,23 @@ def test_log_records_and_warnings_are_written_above_the_bars(monkeypatch) -> Non
     assert out.count("cdco seed 0: a head at its floor\n") == 1 and "]cdco seed 0" not in out
     assert "lib.py:7: FutureWarning: old API\n" in out and "]lib.py" not in out
     assert (list(logger.handlers), warnings.showwarning) == before  # restored at close
+
+
+def test_worker_reports_come_back_throttled_with_their_node(monkeypatch) -> None:
+    """A worker process's steps reach the parent's ``on_step`` through the queue, named by node, at most one per
+    interval except a known total's last unit."""
+    import queue
+
+    from cdco_core import runner
+
+    q: queue.Queue = queue.Queue()
+    monkeypatch.setattr(runner, "_reports", q)
+    forward = runner._forwarder("embed[x]", min_interval=3600)
+    for i in range(1, 11):
+        forward({"step": i, "total": 10, "unit": "row"})
+    seen: list[dict] = []
+    runner._drain(q, seen.append)
+    assert seen == [{"step": 1, "total": 10, "unit": "row", "node": "embed[x]"},
+                    {"step": 10, "total": 10, "unit": "row", "node": "embed[x]"}]
+    monkeypatch.setattr(runner, "_reports", None)
+    assert runner._forwarder("embed[x]") is None  # nobody listens: the steps get no callback

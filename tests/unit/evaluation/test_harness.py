@@ -67,7 +67,7 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     # the share of training steps each ID task received, read from every stage's verified record
     shares = res["step_shares"]
     assert set(shares) == set(METHODS)
-    for method, by_task in shares.items():
+    for by_task in shares.values():
         assert set(by_task) <= {"rotten_tomatoes", "sms_spam"} and sum(by_task.values()) == pytest.approx(1, abs=1e-3)
     assert "## Training steps per task" in md
 
@@ -87,8 +87,21 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
 def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_path, cdco_home):
     # two spawned workers (one torch thread each, as this test's process) train and score from an empty cache;
     # then the same in order, from an empty cache again: every metric equal
+    seen: list[dict] = []
     par = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "par", jobs=2,
-                         threads_per_job=1)
+                         threads_per_job=1, on_step=seen.append)
+    # progress: the workers' steps (training steps, scored tasks), each named by its node; a known total's last
+    # unit always comes through the workers' queue
+    by_node: dict[str, list[dict]] = {}
+    for info in seen:
+        by_node.setdefault(info["node"], []).append(info)
+    kinds = {n.split("[")[0] for n in by_node}
+    assert {"train", "evaluate"} <= kinds  # embedding and manifold reports: tests/unit/odms/test_steps.py
+    for node, infos in by_node.items():
+        if node.startswith(("embed[", "manifold[", "evaluate[")):
+            assert infos[-1]["step"] == infos[-1]["total"], (node, infos[-1])
+    assert {i["unit"] for n, infos in by_node.items() if n.startswith("evaluate[") for i in infos} == {"task"}
+    assert all(i.get("loss") is not None for n, infos in by_node.items() if n.startswith("train[") for i in infos)
     for d in ("steps", "cache/features"):
         shutil.rmtree(cdco_home / d)
     ser = run_comparison(short_smoke_cfg, methods=METHODS, seeds=[0], out_dir=tmp_path / "ser")

@@ -64,11 +64,6 @@ def test_method_configure_changes_a_copy_that_is_still_valid(smoke_cfg):
     assert get_method("cdco", smoke_cfg).configure(smoke_cfg) is smoke_cfg
 
 
-def test_kind_averages():
-    got = P.kind_averages({"a": 0.5, "b": 1.0, "c": 0.0}, {"a": "ID", "b": "ID", "c": "KI"})
-    assert got == {"ID": 0.75, "OOD": None, "KI": 0.0, "overall": pytest.approx(0.5)}
-
-
 def test_pair_texts_flattens_options(smoke_tasks):
     mc = next(t for t in smoke_tasks if t.spec.type == "multiple_choice").splits["validation"].head(2)
     a, b, mask = pair_texts(mc)

@@ -19,13 +19,14 @@ from cdco_core.runner import run_plan
 from cdco_core.steps.negatives import NEGATIVE_COLUMNS
 
 
-def negatives_step(cfg) -> dict:
+def negatives_step(cfg, on_step=None) -> dict:
     """Run CDCO's negatives node and what it reads; {node id: record}."""
-    return run_plan(build_plan(cfg, ["cdco"], [0]), targets=["negatives[seed0]"])
+    return run_plan(build_plan(cfg, ["cdco"], [0]), targets=["negatives[seed0]"], on_step=on_step)
 
 
 def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
-    done = negatives_step(smoke_cfg)
+    seen: list[dict] = []
+    done = negatives_step(smoke_cfg, seen.append)
     res = done["negatives[seed0]"]
     neg = pd.read_parquet(res.path("negatives.parquet"))
     assert list(neg.columns) == NEGATIVE_COLUMNS
@@ -41,6 +42,13 @@ def test_smoke_negatives_step_end_to_end_and_cached(smoke_cfg):
     assert res.outputs["rows"] == len(neg) and not res.cached
     assert all(res.path(p).stat().st_size > 1000 for p in ("manifold.png", "distances.png"))
     assert {n for n in done if n.startswith("embed[")} == {"embed[rotten_tomatoes]", "embed[sms_spam]", "embed[imdb]"}
+    # progress: each embedding counts its rows up to the corpus' size; the manifold reports its two phases
+    for node in (n for n in done if n.startswith("embed[")):
+        rows = [i["step"] for i in seen if i["node"] == node]
+        assert rows == sorted(rows) and rows[-1] == done[node].outputs["rows"]
+        assert {i["unit"] for i in seen if i["node"] == node} == {"row"}
+    phases = [(i["step"], i["what"].split()[0]) for i in seen if i["node"].startswith("manifold[")]
+    assert phases == [(0, "fit"), (1, "transform"), (2, "done")]
 
     again = negatives_step(smoke_cfg)
     assert all(r.cached for n, r in again.items() if not n.startswith("prepare["))
