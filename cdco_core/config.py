@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cdco_core.data.spec import DataConfig
 from cdco_core.errors import ConfigError
@@ -111,6 +111,19 @@ class StageConfig(Strict):
         return v
 
 
+class DevSelectConfig(Strict):
+    """Best checkpoint and early stopping on the ID dev splits (``data.dev_fraction``), per stage.
+
+    Every ``every`` steps (and at the stage's last step) the trained heads score the ID tasks' dev splits; the
+    stage's score is the mean of the tasks' main metrics. ``keep_best`` ends the stage with the weights of its best
+    check; ``patience`` stops the stage after that many checks in a row without a better score.
+    """
+
+    every: int = Field(0, ge=0)  # 0: off (no dev check, the stage's last weights are kept)
+    patience: int | None = Field(None, ge=1)  # None: never stop early
+    keep_best: bool = True
+
+
 class TrainConfig(Strict):
     # No seed here: the training seeds are eval.seeds (or --seeds); each seeds its stage's RNGs, heads, batch order
     # and (through cdco_core.odms.corpora.odms_seed) its own ODMS draw.
@@ -137,6 +150,7 @@ class TrainConfig(Strict):
     # adapters or pretrained weights). None = eval.head_lr, the rate the frozen probe uses.
     head_lr: float | None = Field(None, gt=0)
     grad_clip: float = Field(1.0, gt=0)
+    dev_select: DevSelectConfig = Field(default_factory=DevSelectConfig)
     stages: list[StageConfig] = Field(min_length=1)
 
     @field_validator("stages")
@@ -202,6 +216,13 @@ class Config(Strict):
     # Settings of one method, under its registry name (e.g. `ca_mtl: {freeze_fraction: 0.5}`): each is validated
     # by the config class the method registered (cdco_core.methods), and stored here with every default filled in.
     method_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dev_select_needs_dev_splits(self) -> Config:
+        if self.train.dev_select.every > 0 and self.data.dev_fraction == 0:
+            raise ValueError("train.dev_select.every > 0 scores the ID dev splits, and data.dev_fraction is 0 "
+                             "(no dev split): set data.dev_fraction (e.g. 0.1) or train.dev_select.every: 0")
+        return self
 
     def digest(self) -> str:
         """sha256 of the whole validated config (what a process receives along with its JSON)."""

@@ -13,6 +13,7 @@ with ``s = cos(x, y)`` (Euclidean) or ``s = -d_c(x, y)`` (Poincaré ball of curv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,6 +35,7 @@ def task_loss(
     labels: torch.Tensor,
     *,
     choice_mask: torch.Tensor | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """The supervised loss of one task's rows.
 
@@ -46,6 +48,8 @@ def task_loss(
         labels: (B,) long class/option indices; float targets for regression.
         choice_mask: optional (B, C) bool, True where an option exists (multiple choice rows padded to C
             options); absent options get probability 0.
+        class_weights: optional per-class weights w (classification types): the weighted mean
+            ``Σ_i w_{y_i} ℓ_i / Σ_i w_{y_i}`` (the task spec's ``class_weights: balanced``).
 
     Returns:
         Scalar mean loss over the B rows.
@@ -82,6 +86,12 @@ def task_loss(
             raise ValueError("a multiple-choice label points at a masked (absent) option")
         # finfo.min rather than -inf: exp() still gives 0, and a fully finite tensor keeps gradients NaN-free.
         logits = logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
+    if class_weights is not None:
+        if len(class_weights) != logits.shape[1] or choice_mask is not None:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {logits.shape[1]} classes "
+                             "(and weights are for fixed class sets, not multiple choice)")
+        weight = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+        return F.cross_entropy(logits, labels, weight=weight)
     return F.cross_entropy(logits, labels)
 
 

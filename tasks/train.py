@@ -58,6 +58,7 @@ def log_stage(lin: Lineage, node_id: str, package: Callable[[Path], dict[str, An
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
+    from cdco_core.training.trainer import stage_check_split
     from tasks import lineage, tracking
 
     record = lin.records[node_id]
@@ -87,13 +88,21 @@ def log_stage(lin: Lineage, node_id: str, package: Callable[[Path], dict[str, An
         lin.models[node_id] = model_id
         mlflow.set_tag("cdco.logged_model_id", model_id)
 
-        # ID metrics on each task's eval split, linked to the model and that split's dataset
+        # ID metrics on each task's dev split (else its eval split), linked to the model and that split's dataset
         for task, values in (meta.get("metrics") or {}).items():
             rec = next((lin.records[i] for i in lin.node(node_id).inputs if lin.records[i].label == task
                         and lin.records[i].step == "prepare"), None)
-            ds = lineage.task_split_dataset(rec, lineage.eval_split(rec))[0] if rec is not None else None
+            split = stage_check_split(rec.outputs["splits"], lineage.eval_split(rec)) if rec is not None else None
+            ds = lineage.task_split_dataset(rec, split)[0] if rec is not None else None
             lineage.log_linked_metrics({f"id.{task}.{k}": v for k, v in values.items()}, model_id, ds)
         lineage.log_linked_metrics({f"train.{k}": v for k, v in (meta.get("train") or {}).items()}, model_id)
+        select = meta.get("dev_select")
+        if select:  # train.dev_select: the dev curve per check, and which weights the stage kept
+            for check in select["curve"]:
+                tracking.log_flat_metrics({"score": check["score"], **check["per_task"]}, prefix="dev",
+                                          step=int(check["step"]))
+            mlflow.set_tags({"cdco.dev_select.kept": select["kept"], "cdco.dev_select.best_step":
+                             str(select["best_step"]), "cdco.dev_select.stopped_early": str(select["stopped_early"])})
         for i, row in enumerate(meta.get("history", [])):
             tracking.log_flat_metrics({k: v for k, v in row.items() if k != "step"},
                                       prefix="step", step=int(row.get("step", i)))

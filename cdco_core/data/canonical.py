@@ -64,6 +64,19 @@ class TaskData:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    def class_weights(self) -> tuple[float, ...] | None:
+        """The training loss's class weights: ``n / (C · n_c)`` per class c from the train split's label counts
+        (scikit-learn's "balanced") when the spec asks for ``class_weights: balanced``, else None. A class with no
+        train row gets weight 1 (no row of it is ever weighed)."""
+        if self.spec.class_weights != "balanced":
+            return None
+        import numpy as np
+
+        labels = self.splits["train"]["label"].to_numpy(np.int64)
+        counts = np.bincount(labels, minlength=self.num_labels)
+        n, c = int(counts.sum()), self.num_labels
+        return tuple(float(n / (c * k)) if k else 1.0 for k in counts)
+
 
 # ---------------------------------------------------------------------------------------- task specs
 def read_task_file(path: str | Path) -> list[TaskSpec]:
@@ -182,10 +195,17 @@ def open_task(record: Any) -> TaskData:
     return _remember(task)
 
 
-# TaskSpec fields that do not change the canonical table (where a task is used, not what its rows are), and
+# TaskSpec fields that do not change the canonical table (where a task is used and how it is trained, not what
+# its rows are): out of the table's key, in the keys of the steps that read the task (:func:`usage_key`). And
 # fields that enter the key only when set, so adding them left every existing task's cache key unchanged.
-_ROLE_FIELDS = ("ood_protocol", "probe")
+_ROLE_FIELDS = ("ood_protocol", "probe", "class_weights")
 _KEYED_WHEN_SET = ("heldout_rows", "max_rows")
+
+
+def usage_key(spec_json: dict[str, Any]) -> dict[str, Any]:
+    """The spec fields a prepared task's consumers depend on beyond its rows (the role fields), from the spec's
+    JSON: a step reading the task is keyed by them too, so changing ``class_weights`` retrains."""
+    return {f: spec_json.get(f) for f in _ROLE_FIELDS}
 
 
 def spec_key(spec: TaskSpec) -> dict:

@@ -17,6 +17,7 @@ TaskType = Literal["classification", "pair_classification", "regression", "multi
 MetricName = Literal["accuracy", "macro_f1", "mcc", "f1", "pearson", "spearman"]
 SPLIT_NAMES = ("train", "validation", "test")  # the only split names a task spec may use
 EVAL_SPLITS = ("validation", "test")  # the held-out splits that may be scored
+CLASS_WEIGHT_TYPES = ("classification", "pair_classification", "boolean_qa")  # types with a fixed class set
 
 # Which metrics make sense for which task type; the first is the default. "f1" (binary: label id 1 is positive, as
 # GLUE scores MRPC) is reported only for a task whose main metric it is (see OPT_IN_METRICS).
@@ -64,6 +65,9 @@ class TaskSpec(Strict):
     ood_protocol: Literal["seen", "unseen"] | None = None
     # false: the task is not scored by the OOD/KI probe (an OOD task that only feeds the pool its train texts).
     probe: bool = True
+    # ID classification tasks: "balanced" weighs each class's rows in the training loss by n / (C * n_c), from
+    # the train split's counts, so a small imbalanced task's head is not pulled to its majority class.
+    class_weights: Literal["none", "balanced"] = "none"
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -93,6 +97,11 @@ class TaskSpec(Strict):
             raise ValueError(
                 f"task {self.name!r}: an unseen-domain task that is not probed is used nowhere; "
                 "drop it, or set probe: true"
+            )
+        if self.class_weights != "none" and (self.kind != "ID" or self.type not in CLASS_WEIGHT_TYPES):
+            raise ValueError(
+                f"task {self.name!r}: class_weights is for ID tasks with a fixed set of classes "
+                f"({', '.join(CLASS_WEIGHT_TYPES)}); this one is {self.kind} {self.type}"
             )
         if self.text is not None and not 1 <= len(self.text) <= 2:
             raise ValueError(f"task {self.name!r}: 'text' names one column, or two for pairs")

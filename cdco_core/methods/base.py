@@ -131,6 +131,6 @@ def batch_task_loss(model: MultiTaskModel, batch: Batch, pooled: torch.Tensor) -
         if spec.type != "regression":
             labels = labels.long()
         mask = batch.choice_mask[rows] if batch.choice_mask is not None else None
-        loss = task_loss(spec.type, logits, labels, choice_mask=mask)
+        loss = task_loss(spec.type, logits, labels, choice_mask=mask, class_weights=spec.class_weights)
         total = total + loss * (len(rows) / len(batch))
     return total

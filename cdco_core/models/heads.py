@@ -16,6 +16,7 @@ what differs is tokenisation and, for multiple choice, the scoring of each optio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -32,6 +33,12 @@ class HeadSpec:
     name: str
     type: str
     num_labels: int  # classes; ignored for regression and multiple choice
+    class_weights: tuple[float, ...] | None = None  # the training loss's per-class weights (None: unweighted)
+
+    @classmethod
+    def of(cls, task: Any) -> HeadSpec:
+        """The head of a training task (:class:`cdco_core.data.canonical.TaskData`), its class weights included."""
+        return cls(task.name, task.spec.type, task.num_labels, task.class_weights())
 
 
 def head_output_dim(spec: HeadSpec) -> int:

@@ -230,7 +230,7 @@ def build_multitask_model(
     num_layers = encoder.config.num_hidden_layers
     groups = resolve_groups(cfg.adapters, num_layers)
     encoder = add_adapters(encoder, cfg.adapters, kind, names)
-    specs = [HeadSpec(t.name, t.spec.type, t.num_labels) for t in tasks]
+    specs = [HeadSpec.of(t) for t in tasks]
     model = MultiTaskModel(
         encoder, specs, encoder.config.hidden_size, groups,
         proj_dim=cfg.train.proj_dim, curvature=cfg.train.curvature, learn_curvature=cfg.train.learn_curvature,

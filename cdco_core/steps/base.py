@@ -25,7 +25,7 @@ class StepCall:
     key: str
     out: Path  # the step's files go here (published atomically)
     scratch: Path  # resume state (kept across a kill until the output is published)
-    on_step: Callable[[dict[str, Any]], None] | None = None  # training progress: {"stage", "step", "loss", ...}
+    on_step: Callable[[dict[str, Any]], None] | None = None  # progress: {"step", "total"?, "unit"?, "loss"?, ...}
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,20 @@ class Step:
         return code_digest(*mods)
 
     def key(self, cfg: Config, node: Node, inputs: dict[str, Record]) -> str:
-        return step_key(self.name, {k: r.digest for k, r in inputs.items()}, self.section(cfg, node),
+        return step_key(self.name, {k: input_digest(r) for k, r in inputs.items()}, self.section(cfg, node),
                         self.code(cfg, node))
+
+
+def input_digest(record: Record) -> str:
+    """What a consumer's key reads of an input record: its digest; for a prepared task, its content digest with
+    the spec fields that say how the task is used (:func:`cdco_core.data.canonical.usage_key`), which the content
+    digest leaves out."""
+    if record.step != "prepare":
+        return record.digest
+    from cdco_core.data.canonical import usage_key
+    from cdco_core.io import sha256_json
+
+    return sha256_json({"content": record.digest, "usage": usage_key(record.outputs["spec"])})
 
 
 @functools.lru_cache(maxsize=8)

@@ -100,7 +100,7 @@ def compute(call: StepCall) -> dict[str, Any]:
     from cdco_core.io import sha256_file, write_json
     from cdco_core.samplers import get_sampler, sampler_from_config
     from cdco_core.training.batches import BatchSource, task_examples
-    from cdco_core.training.trainer import StageInputs, evaluate_id, run_stage, uses_contrastive
+    from cdco_core.training.trainer import StageInputs, dev_scorer, evaluate_id, run_stage, uses_contrastive
 
     cfg, node = call.cfg, call.node
     seed, i = node.params["seed"], node.params["stage"]
@@ -128,22 +128,25 @@ def compute(call: StepCall) -> dict[str, Any]:
 
         bank = load_bank(cfg, str(negatives[0].path("negatives.parquet")), id_tasks(call.inputs, node, "OOD"),
                          tokenizer, seed=seed * 1000 + i)
+    scorer = (dev_scorer(tokenizer, tasks, cfg.model.max_length, cfg.eval.batch_size)
+              if cfg.train.dev_select.every > 0 else None)
     inp = StageInputs(cfg=cfg, method=method, stage=stage, stage_index=i,
                       global_offset=sum(s.steps for s in stages[:i]),
-                      task_types={t.name: t.spec.type for t in tasks}, work_dir=call.scratch)
+                      task_types={t.name: t.spec.type for t in tasks}, work_dir=call.scratch, dev_scorer=scorer)
     result = run_stage(model, source, bank, inp, call.on_step)
     metrics = evaluate_id(model, tokenizer, tasks, cfg.model.max_length, cfg.eval.batch_size)
     hist = result["history"]
+    ran = len(hist)  # the stage's steps: fewer than planned when the dev selection stopped it early
     tail = hist[-max(1, len(hist) // 5):]
     save_file(model.trainable_state_dict(), str(call.out / "weights.safetensors"))
     before = _cost_so_far(previous[0] if previous else None)
-    summary = {"steps": stage.steps, "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"],
+    summary = {"steps": ran, "steps_planned": stage.steps, "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"],
                "mean_loss_last_20pct": sum(r["loss"] for r in tail) / len(tail),
                "trainable_parameters": result["trainable_parameters"], "trainable_numel": result["trainable_numel"],
                # the method so far (this stage and every one before it): what the comparison table reports
-               "steps_total": before["steps_total"] + stage.steps,
+               "steps_total": before["steps_total"] + ran,
                "trainable_numel_max": max(before["trainable_numel_max"], result["trainable_numel"])}
-    timed = stage.steps - (result["resumed_from"] or 0)  # steps this process ran (a resumed stage ran fewer)
+    timed = ran - (result["resumed_from"] or 0)  # steps this process ran (a resumed stage ran fewer)
     timings = {"resumed_from": result["resumed_from"], "seconds": result["seconds"],  # how it ran, not what
                "seconds_total": before["seconds_total"] + result["seconds"],
                "timed_steps_total": before["timed_steps_total"] + timed}
@@ -153,7 +156,10 @@ def compute(call: StepCall) -> dict[str, Any]:
             "negatives": negatives[0].digest if bank is not None else None,
             "weights_sha256": sha256_file(call.out / "weights.safetensors"),
             # e.g. CA-MTL's uncertainty sampler: rows drawn/kept and the share of data used for updates
-            "sampler_report": sampler.report() if hasattr(sampler, "report") else None}
+            "sampler_report": sampler.report() if hasattr(sampler, "report") else None,
+            # train.dev_select: the dev curve, the best check, whether the stage stopped early and which weights
+            # it kept (None when off)
+            "dev_select": result["dev_select"]}
     write_json(meta, call.out / "meta.json")
     return {"method": node.method, "seed": seed, "stage": stage.name, "index": i, "metrics": metrics,
             "train": {**summary, **timings}, "weights_sha256": meta["weights_sha256"]}

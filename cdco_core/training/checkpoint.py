@@ -8,7 +8,8 @@ new one, never a torn one. It holds:
     optimizer.pt          the optimizer's state dict (loaded with ``torch.load(weights_only=True)``)
     state.safetensors     torch RNG state, the negative bank's embeddings
     state.json            step, scheduler, python and numpy RNG states, batch source (sampler, streams,
-                          generator), bank ids, loss history
+                          generator), bank ids, loss history, the dev selection's curve (and its best
+                          weights in state.safetensors)
     manifest.json         sha256 and size of each file above, written last
 
 The newest two checkpoints are kept (older ones are removed once a newer one is complete), so that a
@@ -60,8 +61,13 @@ def set_numpy_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, source: Any, bank: Any, extra: dict[str, Any]) -> Path:
-    """Write ``root/ckpt-<step>/`` atomically, then delete older checkpoints. Returns its path."""
+                    scheduler: Any, source: Any, bank: Any, extra: dict[str, Any],
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``root/ckpt-<step>/`` atomically, then delete older checkpoints. Returns its path.
+
+    ``extra`` (JSON) and ``extra_tensors`` (e.g. the dev selection's best weights) come back from
+    :func:`load_checkpoint` in its state, the tensors under ``"extra_tensors"``.
+    """
     target = Path(root) / f"{PREFIX}{step:08d}"
     with atomic_dir(target) as tmp:
         save_file(model.trainable_state_dict(), str(tmp / "weights.safetensors"))
@@ -71,9 +77,14 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: torch.optim.Op
         if bank is not None:
             bank_tensors, bank_meta = bank.state_dict()
             tensors.update(bank_tensors)
-        save_file(tensors, str(tmp / "state.safetensors"))
+        extra_tensors = extra_tensors or {}
+        clash = sorted(set(extra_tensors) & set(tensors))
+        if clash:
+            raise ValueError(f"extra tensor names {clash} clash with the checkpoint's own")
+        save_file({**tensors, **extra_tensors}, str(tmp / "state.safetensors"))
         state = {"step": step, "scheduler": scheduler.state_dict(), "python_rng": python_rng_state(),
-                 "numpy_rng": numpy_rng_state(), "source": source.state_dict(), "bank": bank_meta, **extra}
+                 "numpy_rng": numpy_rng_state(), "source": source.state_dict(), "bank": bank_meta,
+                 "extra_tensor_names": sorted(extra_tensors), **extra}
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size} for name in FILES}
         (tmp / MANIFEST).write_text(json.dumps({"files": files}), encoding="utf-8")
@@ -137,4 +148,5 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, sc
     source.load_state_dict(state["source"])
     if bank is not None and state.get("bank") is not None:
         bank.load_state_dict(tensors, state["bank"])
+    state["extra_tensors"] = {k: tensors[k] for k in state.get("extra_tensor_names", [])}
     return state

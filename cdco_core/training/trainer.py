@@ -35,6 +35,7 @@ from cdco_core.errors import ConfigError
 from cdco_core.methods.base import LOSS_KEYS, StepContext
 from cdco_core.training import distributed
 from cdco_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cdco_core.training.selection import DevSelection, Scorer
 
 CONTRASTIVE = ("euclidean", "poincare")
 StepCallback = Callable[[dict[str, Any]], None]
@@ -86,6 +87,7 @@ class StageInputs:
     global_offset: int  # steps of the earlier stages
     task_types: dict[str, str]
     work_dir: Path  # checkpoints of this stage
+    dev_scorer: Scorer | None = None  # the ID dev splits' score (train.dev_select); None: no dev checks
 
 
 def head_groups(groups: list[dict[str, Any]], model: Any, lr: float) -> list[dict[str, Any]]:
@@ -110,7 +112,7 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
 
     Returns:
         {"history": [{"step", "loss", <term>: value, "lr", "coverage"?}], "trainable_parameters" (tensors),
-         "trainable_numel" (scalars), "resumed_from", "seconds"}
+         "trainable_numel" (scalars), "resumed_from", "seconds", "dev_select" (the dev checks' record, or None)}
 
     Raises:
         ConfigError: the stage's groups select no parameter, or it weights a term the method lacks.
@@ -127,12 +129,17 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLinear(stage.warmup_steps, stage.steps))
     use_bank = bank is not None and uses_contrastive(stage) and cfg.train.n_hard_negatives > 0
+    ds = cfg.train.dev_select
+    select = (DevSelection(inp.dev_scorer, ds.every, stage.steps, ds.patience, ds.keep_best)
+              if ds.every > 0 and inp.dev_scorer is not None else None)
     history: list[dict[str, Any]] = []
     start, resumed = 0, None
     ckpt = latest_checkpoint(inp.work_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, source, bank if use_bank else None)
         start, history, resumed = int(state["step"]), list(state["history"]), int(state["step"])
+        if select is not None:
+            select.load_state(state["dev_select"], state["extra_tensors"])
     t0 = time.perf_counter()
     model.train()
     # geoopt's maths is TorchScript. Optimised execution swaps in JIT-derived backward graphs only after a few
@@ -140,16 +147,18 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     # than one that ran from the start (warm JIT). Unoptimised execution is the same on every call.
     with torch.jit.optimized_execution(False):
         history = _loop(model, source, bank if use_bank else None, inp, optimizer, scheduler, params, start,
-                        history, on_step)
+                        history, on_step, select)
+    seconds = round(time.perf_counter() - t0, 3)
     return {"history": history, "trainable_parameters": len(names),
-            "trainable_numel": sum(p.numel() for p in params), "resumed_from": resumed,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "trainable_numel": sum(p.numel() for p in params), "resumed_from": resumed, "seconds": seconds,
+            "dev_select": select.finish(model, len(history)) if select is not None else None}
 
 
 def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch.optim.Optimizer, scheduler: Any,
           params: list[torch.nn.Parameter], start: int, history: list[dict[str, Any]],
-          on_step: StepCallback | None) -> list[dict[str, Any]]:
-    """Steps ``start .. stage.steps - 1`` (see the module docstring); returns the full loss history."""
+          on_step: StepCallback | None, select: DevSelection | None = None) -> list[dict[str, Any]]:
+    """Steps ``start .. stage.steps - 1``, fewer when the dev selection stops the stage early (see the module
+    docstring); returns the full loss history."""
     cfg, stage = inp.cfg, inp.stage
     use_bank = bank is not None
     refresh_every = cfg.train.negative_refresh_every
@@ -183,49 +192,93 @@ def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch
         scheduler.step()
         history.append(record)
         done = step + 1
-        if done % cfg.train.checkpoint_every == 0 and done < stage.steps:
+        stop = False
+        if select is not None and select.due(done):  # every rank scores the same weights: the same decision
+            stop = select.check(model, done)
+            record["dev_score"] = select.curve[-1]["score"]
+        if done % cfg.train.checkpoint_every == 0 and done < stage.steps and not stop:
             if d.main:  # the ranks' states are equal; one writer, the others wait until it is complete
-                save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank, {"history": history})
+                sel_state, sel_tensors = select.state() if select is not None else (None, None)
+                save_checkpoint(inp.work_dir, done, model, optimizer, scheduler, source, bank,
+                                {"history": history, "dev_select": sel_state}, sel_tensors)
             distributed.barrier()
         if on_step is not None:
             on_step({"stage": stage.name, "stage_index": inp.stage_index, "step": done,
                      "global_step": inp.global_offset + done, "loss": record["loss"]})
+        if stop:
+            break
     return history
 
 
 @torch.no_grad()
-def evaluate_id(model: Any, tokenizer: Any, tasks: list[Any], max_length: int, batch_size: int = 64,
-                max_rows: int | None = None) -> dict[str, dict[str, float]]:
-    """Quick held-out check of the training tasks: mean task loss and accuracy (or MSE for regression).
+def predict_split(model: Any, tokenizer: Any, task: Any, task_index: int, split: str, max_length: int,
+                  batch_size: int = 64, max_rows: int | None = None) -> tuple[Any, Any, float]:
+    """The trained head of ``task`` on its ``split``: (labels, predictions, mean task loss), in eval mode (the
+    model's mode is restored). Predictions are class (or option) indices, or the score for regression."""
+    import numpy as np
 
-    The full evaluation protocol (metrics per type, OOD/KI heads, seeds) is ``cdco_core.evaluation``; this is the
-    trainer's own record of how a stage ended.
-    """
     from cdco_core.losses import task_loss
     from cdco_core.training.batches import collate, task_examples
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out: dict[str, dict[str, float]] = {}
+    examples = task_examples(task, task_index, split)[:max_rows]
+    labels_out, preds_out, loss_sum = [], [], 0.0
     try:
-        for ti, task in enumerate(tasks):
-            examples = task_examples(task, ti, task.eval_split)[:max_rows]
-            loss_sum, right, sq = 0.0, 0, 0.0
-            for start in range(0, len(examples), batch_size):
-                batch = collate(examples[start:start + batch_size], tokenizer, max_length).to(device)
-                rows, logits = model(batch)[task.name]
-                labels = batch.labels[rows]
-                loss_sum += float(task_loss(task.spec.type, logits, labels, choice_mask=batch.choice_mask)) * len(rows)
-                if task.spec.type == "regression":
-                    sq += float(((logits.squeeze(-1) - labels) ** 2).sum())
-                else:
-                    if batch.choice_mask is not None:
-                        logits = logits.masked_fill(~batch.choice_mask, torch.finfo(logits.dtype).min)
-                    right += int((logits.argmax(-1) == labels).sum())
-            n = max(1, len(examples))
-            metric = {"mse": sq / n} if task.spec.type == "regression" else {"accuracy": right / n}
-            out[task.name] = {"loss": loss_sum / n, **metric, "rows": len(examples)}
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start:start + batch_size], tokenizer, max_length).to(device)
+            rows, logits = model(batch)[task.name]
+            labels = batch.labels[rows]
+            loss_sum += float(task_loss(task.spec.type, logits, labels, choice_mask=batch.choice_mask)) * len(rows)
+            if task.spec.type == "regression":
+                pred = logits.squeeze(-1)
+            else:
+                if batch.choice_mask is not None:
+                    logits = logits.masked_fill(~batch.choice_mask, torch.finfo(logits.dtype).min)
+                pred = logits.argmax(-1)
+            labels_out.append(labels.float().cpu().numpy())
+            preds_out.append(pred.float().cpu().numpy())
     finally:
         model.train(was_training)
+    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32))  # noqa: E731
+    return cat(labels_out), cat(preds_out), loss_sum / max(1, len(examples))
+
+
+def stage_check_split(splits: Any, eval_split: str) -> str:
+    """The split a stage's own end-of-stage check reads: ``dev`` where the task has one, else its eval split."""
+    return "dev" if "dev" in splits else eval_split
+
+
+def evaluate_id(model: Any, tokenizer: Any, tasks: list[Any], max_length: int, batch_size: int = 64,
+                max_rows: int | None = None) -> dict[str, dict[str, float]]:
+    """Quick held-out check of the training tasks: mean task loss and accuracy (or MSE for regression), on each
+    task's dev split where it has one (``data.dev_fraction``), else its eval split (:func:`stage_check_split`).
+
+    The full evaluation protocol (metrics per type, OOD/KI heads, seeds) is ``cdco_core.evaluation``; this is the
+    trainer's own record of how a stage ended.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for ti, task in enumerate(tasks):
+        split = stage_check_split(task.splits, task.eval_split)
+        y, pred, loss = predict_split(model, tokenizer, task, ti, split, max_length, batch_size, max_rows)
+        n = max(1, len(y))
+        metric = ({"mse": float(((pred - y) ** 2).sum()) / n} if task.spec.type == "regression"
+                  else {"accuracy": float((pred == y).sum()) / n})
+        out[task.name] = {"loss": loss, **metric, "rows": len(y)}
     return out
+
+
+def dev_scorer(tokenizer: Any, tasks: list[Any], max_length: int, batch_size: int) -> Scorer:
+    """``model -> (score, {task: main metric})`` on the ID tasks' dev splits (:mod:`.selection`'s score)."""
+    from cdco_core.evaluation.metrics import score_task
+    from cdco_core.training.selection import mean_main_metric
+
+    def score(model: Any) -> tuple[float, dict[str, float]]:
+        per_task = {}
+        for ti, task in enumerate(tasks):
+            y, pred, _ = predict_split(model, tokenizer, task, ti, "dev", max_length, batch_size)
+            per_task[task.name] = float(score_task(task.spec, y, pred)[task.spec.metric_name])
+        return mean_main_metric(per_task), per_task
+
+    return score

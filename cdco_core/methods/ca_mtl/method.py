@@ -79,7 +79,7 @@ class CaMtlMethod(Method):
         bert, tokenizer, _ = load_encoder(cfg.model)
         encoder = CaMtlEncoder(bert, len(tasks), settings)
         groups = resolve_groups(cfg.adapters, bert.config.num_hidden_layers)
-        specs = [HeadSpec(t.name, t.spec.type, t.num_labels) for t in tasks]
+        specs = [HeadSpec.of(t) for t in tasks]
         model = CaMtlModel(
             encoder,
             specs,
@@ -114,10 +114,10 @@ def mean_task_loss(model: CaMtlModel, batch: Batch, pooled: torch.Tensor) -> tor
 
     losses = []
     for task, (rows, logits) in model.batch_logits(batch, pooled).items():
-        kind = model.head_specs[task].type
-        labels = batch.labels[rows] if kind == "regression" else batch.labels[rows].long()
+        spec = model.head_specs[task]
+        labels = batch.labels[rows] if spec.type == "regression" else batch.labels[rows].long()
         mask = batch.choice_mask[rows] if batch.choice_mask is not None else None
-        losses.append(task_loss(kind, logits, labels, choice_mask=mask))
+        losses.append(task_loss(spec.type, logits, labels, choice_mask=mask, class_weights=spec.class_weights))
     return torch.stack(losses).mean()
 
 

@@ -60,7 +60,7 @@ class EgoPlmMethod(Method):
         encoder, tokenizer, _ = load_encoder(cfg.model)
         groups = resolve_groups(cfg.adapters, encoder.config.num_hidden_layers)
         encoder = add_adapters(encoder, cfg.adapters, cfg.adapters.type)
-        specs = [HeadSpec(t.name, t.spec.type, t.num_labels) for t in tasks]
+        specs = [HeadSpec.of(t) for t in tasks]
         model = EgoPlmModel(
             encoder, specs, encoder.config.hidden_size, groups,
             proj_dim=cfg.train.proj_dim, curvature=cfg.train.curvature, learn_curvature=cfg.train.learn_curvature,

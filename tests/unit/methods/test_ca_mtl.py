@@ -235,7 +235,8 @@ def _tasks():
     from types import SimpleNamespace
 
     def task(name, kind, n):
-        return SimpleNamespace(name=name, spec=SimpleNamespace(type=kind), num_labels=n)
+        return SimpleNamespace(name=name, spec=SimpleNamespace(type=kind), num_labels=n,
+                               class_weights=lambda: None)
 
     return [task("sent", "classification", 2), task("choice", "multiple_choice", 0), task("score", "regression", 0)]
 

@@ -161,11 +161,11 @@ TEXTS = ["a gripping, funny film", "dull and far too long", "win a free prize no
 
 
 def _tasks():
-    """Stand-ins for TaskData: build_model reads only name, spec.type and num_labels."""
+    """Stand-ins for TaskData: build_model reads only name, spec.type, num_labels and class_weights()."""
     from types import SimpleNamespace as NS
 
-    return [NS(name="sent", spec=NS(type="classification"), num_labels=2),
-            NS(name="quiz", spec=NS(type="multiple_choice"), num_labels=0)]
+    return [NS(name="sent", spec=NS(type="classification"), num_labels=2, class_weights=lambda: None),
+            NS(name="quiz", spec=NS(type="multiple_choice"), num_labels=0, class_weights=lambda: None)]
 
 
 def _build(cfg, overrides: dict | None = None):
