@@ -133,7 +133,9 @@ class TrainConfig(Strict):
     contrastive_temperature: float = Field(0.1, gt=0)  # InfoNCE tau: lower = sharper, noisier gradients
     n_hard_negatives: int = Field(4, ge=0)  # ODMS negatives per anchor used in a step
     negative_refresh_every: int = Field(25, ge=1)  # steps between re-encoding the negative bank: staler <-> cheaper
-    negative_bank_size: int = Field(512, ge=1)  # negatives per refresh; cost per step = bank_size / refresh_every
+    # negatives encoded per refresh; cost per step = bank_size / refresh_every. "planned": every distinct negative
+    # of the next refresh_every batches' rows (each row then gets all K of its own; the cost follows the plan)
+    negative_bank_size: Annotated[int, Field(ge=1)] | Literal["planned"] = 512
     # dtype the bank is encoded in (no grad): "auto" = bfloat16 autocast where the hardware runs it natively (~2.7x
     # faster on an avx512_bf16 CPU, embeddings within cosine 0.9999 of float32), else float32
     negative_bank_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -150,6 +152,9 @@ class TrainConfig(Strict):
     # adapters or pretrained weights). None = eval.head_lr, the rate the frozen probe uses.
     head_lr: float | None = Field(None, gt=0)
     grad_clip: float = Field(1.0, gt=0)
+    # every N steps, the gradient norm of each weighted loss term on its own (one extra backward pass per term on
+    # those steps; 0: off). The total norm before clipping is recorded at every step anyway.
+    term_grad_norms_every: int = Field(0, ge=0)
     dev_select: DevSelectConfig = Field(default_factory=DevSelectConfig)
     stages: list[StageConfig] = Field(min_length=1)
 

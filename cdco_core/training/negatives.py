@@ -40,11 +40,12 @@ class NegativeBank:
         table: the ODMS negatives Parquet (anchor_id, negative_id, rank, ...).
         texts: negative example_id -> (text_a, text_b) from the OOD tasks' canonical train splits.
         n_hard: negatives per row (K); ranks above it are not used.
-        size: M, the most entries encoded per refresh.
+        size: M, the most entries encoded per refresh; ``"planned"``: every distinct negative of the planned
+            rows (with no plan, as many as the pool holds).
         seed: seeds the top-up and the unplanned fill.
     """
 
-    def __init__(self, table: pd.DataFrame, texts: dict[str, tuple[str, str]], n_hard: int, size: int,
+    def __init__(self, table: pd.DataFrame, texts: dict[str, tuple[str, str]], n_hard: int, size: int | str,
                  seed: int, tokenizer: Any, max_length: int, encode_batch: int = 64, dtype: str = "float32") -> None:
         t = table[table["rank"] <= n_hard].sort_values(["anchor_id", "rank"], kind="stable")
         missing = sorted(set(t["negative_id"]) - set(texts))
@@ -74,7 +75,7 @@ class NegativeBank:
         """
         if planned is None:
             rng = np.random.default_rng([self.seed, 15485863, self.refreshes])
-            m = min(self.size, len(self._pool))
+            m = len(self._pool) if self.size == "planned" else min(self.size, len(self._pool))
             pick = rng.choice(len(self._pool), size=m, replace=False, p=self._weights)
             return [self._pool[i] for i in sorted(pick)]
         refs: dict[str, list[int]] = {}  # negative -> [uses, best rank, first position]
@@ -84,7 +85,7 @@ class NegativeBank:
                 e[0] += 1
                 e[1] = min(e[1], r)
         order = sorted(refs, key=lambda n: (-refs[n][0], refs[n][1], refs[n][2]))
-        return order[:self.size]
+        return order if self.size == "planned" else order[:self.size]
 
     @torch.no_grad()
     def refresh(self, model: Any, planned: list[str] | None) -> dict[str, Any]:

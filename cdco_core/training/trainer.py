@@ -7,8 +7,10 @@ Per step::
     terms        = method.loss_terms(model, batch, stage, ctx)    # {"task": ..., "euclidean": ..., ...}
     L            = Σ_k stage.losses[k] · terms[k]
     AdamW step on the stage's parameters only (its adapter groups, + heads and projections if train_heads),
-    gradient norm clipped to train.grad_clip, lr = stage.lr · warm-up/decay factor (the task heads at
-    train.head_lr, default eval.head_lr, times the same factor)
+    gradient norm clipped to train.grad_clip (the norm before clipping is recorded; every
+    train.term_grad_norms_every steps, each weighted term's own norm too),
+    lr = stage.lr · warm-up/decay factor (the task heads at train.head_lr, default eval.head_lr, times the same
+    factor)
 
 The bank is re-encoded at steps 0, R, 2R, ... of the stage (R = train.negative_refresh_every). A checkpoint is
 written every ``train.checkpoint_every`` steps; a stage started again resumes from its latest checkpoint and,
@@ -74,6 +76,19 @@ def weighted_loss(terms: dict[str, torch.Tensor], stage: Any) -> torch.Tensor:
     if unknown:
         raise ValueError(f"loss_terms returned unknown keys {unknown}; allowed: {LOSS_KEYS}")
     return sum(w * terms[k] for k, w in stage.losses.items() if w > 0)
+
+
+def term_grad_norms(terms: dict[str, torch.Tensor], stage: Any,
+                    params: list[torch.nn.Parameter]) -> dict[str, float]:
+    """``{"grad_norm.<term>": ‖∇ w_k term_k‖₂}`` over ``params`` for each weighted term on its own (the graph is
+    kept for the step's own backward). Shows which term sets the update direction under the global clip."""
+    out = {}
+    for k, w in stage.losses.items():
+        if w <= 0 or k not in terms or not terms[k].requires_grad:
+            continue
+        grads = torch.autograd.grad(w * terms[k], params, retain_graph=True, allow_unused=True)
+        out[f"grad_norm.{k}"] = float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads if g is not None)))
+    return out
 
 
 @dataclass
@@ -182,9 +197,12 @@ def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch
         loss = weighted_loss(terms, stage)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"stage {stage.name!r} step {step}: loss is {loss.item()} ({terms})")
+        every = cfg.train.term_grad_norms_every
+        if every and step % every == 0 and ddp_step is None:  # DDP's reducer expects one backward per step
+            record.update(term_grad_norms(terms, stage, params))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip))  # before clipping
         optimizer.step()
         values = distributed.mean_values({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}, d)
         record.update({"loss": values["loss"], "lr": scheduler.get_last_lr()[0],

@@ -64,5 +64,9 @@ def test_cdco_run_ends_with_the_summary(tmp_path) -> None:
     for stage in ("0-warmup", "3-consolidate"):
         assert re.search(rf"train\[cdco/seed0/{stage}\]: 100%\|[^\r\n]*\| (\d+)/\1 \[[^\]]*(step/s|s/step), loss=\d",
                          out), out[-3000:]
+    # the other long steps draw theirs: embedding in rows, the manifold fit in phases, the evaluation in tasks
+    assert re.search(r"embed\[imdb\]: 100%\|[^\r\n]*\| (\d+)/\1 \[[^\]]*(row/s|s/row)", out), out[-3000:]
+    assert re.search(r"manifold\[[^\]]*\]: 100%\|[^\r\n]*\| 2/2 \[[^\]]*(phase/s|s/phase), done", out), out[-3000:]
+    assert re.search(r"evaluate\[cdco/seed0\]: 100%\|[^\r\n]*\| (\d+)/\1 \[[^\]]*(task/s|s/task)", out), out[-3000:]
     # Prefect's first-run telemetry notice at most once (its temporary server would repeat it)
     assert out.count("Prefect collects anonymous usage data") <= 1

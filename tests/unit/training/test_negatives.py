@@ -59,3 +59,14 @@ def test_state_round_trip(tiny_model):
     a, _ = bank.lookup(["a2", "a1"], step=7)
     b, _ = other.lookup(["a2", "a1"], step=7)
     assert torch.equal(a, b) and other.refreshes == 1
+
+
+def test_the_bank_covers_every_planned_negative_when_its_size_allows(tiny_model):
+    """Rows a1, a2 with K=2 list 3 distinct negatives (n1, n2, n4): a bank of 3, or sized "planned", holds them
+    all, so every row gets exactly its own K (coverage 1); a bank of 2 cannot."""
+    for size, coverage in ((3, 1.0), ("planned", 1.0), (2, 0.75)):
+        bank = _bank(tiny_model, size=size)
+        bank.refresh(_Enc(), ["a1", "a2"])
+        _, got = bank.lookup(["a1", "a2"], step=0)
+        assert got == coverage, size
+    assert sorted(_bank(tiny_model, size="planned").choose(["a1", "a2", "a1"])) == ["n1", "n2", "n4"]

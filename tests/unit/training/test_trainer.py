@@ -88,6 +88,38 @@ def test_contrastive_stage_with_bank_runs(smoke_cfg, id_tasks, tmp_path):
     assert not torch.equal(before, model.poincare_proj.linear.weight)
 
 
+def test_each_terms_gradient_norm_is_logged_and_changes_nothing(smoke_cfg, id_tasks, tmp_path):
+    """train.term_grad_norms_every: every N steps each weighted term's own gradient norm (issue 14: which term
+    sets the direction under the global clip); the total before clipping every step; the weights as without."""
+    import pandas as pd
+
+    from cdco_core.methods import get_method
+    from cdco_core.training.negatives import NegativeBank
+
+    stage = StageConfig(name="c", groups=["upper"], losses={"task": 1.0, "euclidean": 0.5, "poincare": 0.5},
+                        space="both", steps=4, lr=1e-2)
+    runs = []
+    for every in (0, 2):
+        cfg = smoke_cfg.model_copy(update={"train": smoke_cfg.train.model_copy(
+            update={"term_grad_norms_every": every})})
+        model, source, inp = _setup(cfg, id_tasks, tmp_path / str(every), stage, method=get_method("cdco"))
+        anchors = [e.example_id for ex in source.examples for e in ex]
+        table = pd.DataFrame({"anchor_id": anchors, "negative_id": [f"o{i % 5}" for i in range(len(anchors))],
+                              "rank": [1] * len(anchors)})
+        bank = NegativeBank(table, {f"o{i}": (f"ood text {i}", "") for i in range(5)}, n_hard=1, size=4, seed=0,
+                            tokenizer=source.tokenizer, max_length=32)
+        runs.append((model, run_stage(model, source, bank, inp)["history"]))
+    (plain, hist0), (logged, hist2) = runs
+    assert all("grad_norm.task" not in h and h["grad_norm"] > 0 for h in hist0)
+    assert [sorted(k for k in h if k.startswith("grad_norm.")) for h in hist2] == \
+        [["grad_norm.euclidean", "grad_norm.poincare", "grad_norm.task"], []] * 2
+    for h in hist2[::2]:  # the total's norm is at most the sum of the parts' (triangle inequality), and positive
+        parts = [h[f"grad_norm.{k}"] for k in ("task", "euclidean", "poincare")]
+        assert all(p > 0 for p in parts) and h["grad_norm"] <= sum(parts) * (1 + 1e-5)
+    for k, v in plain.trainable_state_dict().items():
+        assert torch.equal(v, logged.trainable_state_dict()[k]), k
+
+
 @pytest.mark.parametrize("name", ["lora_mtl", "full_ft", "ca_mtl", "frozen"])
 def test_heads_train_at_the_heads_rate_in_every_method(smoke_cfg, id_tasks, name):
     # issue 13: every method's heads get train.head_lr (default eval.head_lr), whatever its own groups
