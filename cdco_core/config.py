@@ -155,6 +155,9 @@ class TrainConfig(Strict):
     # every N steps, the gradient norm of each weighted loss term on its own (one extra backward pass per term on
     # those steps; 0: off). The total norm before clipping is recorded at every step anyway.
     term_grad_norms_every: int = Field(0, ge=0)
+    # a stage starts its AdamW moments (and step counts) for every parameter it shares with the previous stage from
+    # where that stage left them, instead of from zero (each stage still has its own lr schedule and warm-up)
+    carry_optimizer: bool = False
     dev_select: DevSelectConfig = Field(default_factory=DevSelectConfig)
     stages: list[StageConfig] = Field(min_length=1)
 

@@ -80,6 +80,23 @@ def build_model(cfg: Config, method: Method, seed: int, tasks: list[Any]) -> tup
     return model.to(train_device()), tokenizer
 
 
+OPTIMIZER_FILE = "optimizer.safetensors"  # train.carry_optimizer: AdamW state by parameter name
+
+
+def load_optimizer_state(record: Record) -> dict[str, Any]:
+    """The AdamW state a finished stage saved for the next one (train.carry_optimizer); verified like its weights.
+
+    Raises:
+        InputError: the previous stage saved none (it was trained with carry_optimizer off).
+    """
+    from safetensors.torch import load_file
+
+    path = record.path(OPTIMIZER_FILE)
+    if not path.exists():
+        raise InputError(f"train.carry_optimizer: the previous stage {record.label} saved no optimizer state")
+    return load_file(str(path))
+
+
 def load_weights(model: Any, record: Record) -> None:
     """Load a published stage's trainable tensors into ``model``."""
     from safetensors.torch import load_file
@@ -113,8 +130,11 @@ def compute(call: StepCall) -> dict[str, Any]:
             raise InputError(f"ID task {t.name!r} has no train rows")
     model, tokenizer = build_model(cfg, method, seed, tasks)
     previous = [r for k, r in call.inputs.items() if k.startswith("train[")]
+    carried = None
     if previous:
         load_weights(model, previous[0])
+        if cfg.train.carry_optimizer:
+            carried = load_optimizer_state(previous[0])
     _seed_everything(seed, i)
     sampler = get_sampler(method.sampler) if method.sampler else sampler_from_config(cfg.train)
     examples = [task_examples(t, ti) for ti, t in enumerate(tasks)]
@@ -132,13 +152,16 @@ def compute(call: StepCall) -> dict[str, Any]:
               if cfg.train.dev_select.every > 0 else None)
     inp = StageInputs(cfg=cfg, method=method, stage=stage, stage_index=i,
                       global_offset=sum(s.steps for s in stages[:i]),
-                      task_types={t.name: t.spec.type for t in tasks}, work_dir=call.scratch, dev_scorer=scorer)
+                      task_types={t.name: t.spec.type for t in tasks}, work_dir=call.scratch, dev_scorer=scorer,
+                      carried=carried)
     result = run_stage(model, source, bank, inp, call.on_step)
     metrics = evaluate_id(model, tokenizer, tasks, cfg.model.max_length, cfg.eval.batch_size)
     hist = result["history"]
     ran = len(hist)  # the stage's steps: fewer than planned when the dev selection stopped it early
     tail = hist[-max(1, len(hist) // 5):]
     save_file(model.trainable_state_dict(), str(call.out / "weights.safetensors"))
+    if result["optimizer_state"] is not None:  # train.carry_optimizer: the next stage starts from these moments
+        save_file(result["optimizer_state"], str(call.out / OPTIMIZER_FILE))
     before = _cost_so_far(previous[0] if previous else None)
     summary = {"steps": ran, "steps_planned": stage.steps, "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"],
                "mean_loss_last_20pct": sum(r["loss"] for r in tail) / len(tail),

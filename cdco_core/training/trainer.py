@@ -78,6 +78,33 @@ def weighted_loss(terms: dict[str, torch.Tensor], stage: Any) -> torch.Tensor:
     return sum(w * terms[k] for k, w in stage.losses.items() if w > 0)
 
 
+ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, model: Any) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state by parameter name (``<key>/<name>``), for the next stage to carry."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for p, st in optimizer.state.items():
+        for k in ADAM_KEYS:
+            if k in st:
+                out[f"{k}/{names[id(p)]}"] = torch.as_tensor(st[k]).detach().clone().contiguous()
+    return out
+
+
+def carry_state(optimizer: torch.optim.Optimizer, model: Any, carried: dict[str, torch.Tensor]) -> int:
+    """Start each of the optimizer's parameters that the previous stage also trained from its saved AdamW state
+    (:func:`optimizer_state`); the others start from zero. Returns how many parameters carried their state."""
+    params = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    n = 0
+    for name, p in model.named_parameters():
+        if id(p) not in params or f"exp_avg/{name}" not in carried:
+            continue
+        optimizer.state[p] = {k: carried[f"{k}/{name}"].clone() for k in ADAM_KEYS if f"{k}/{name}" in carried}
+        n += 1
+    return n
+
+
 def term_grad_norms(terms: dict[str, torch.Tensor], stage: Any,
                     params: list[torch.nn.Parameter]) -> dict[str, float]:
     """``{"grad_norm.<term>": ‖∇ w_k term_k‖₂}`` over ``params`` for each weighted term on its own (the graph is
@@ -103,6 +130,7 @@ class StageInputs:
     task_types: dict[str, str]
     work_dir: Path  # checkpoints of this stage
     dev_scorer: Scorer | None = None  # the ID dev splits' score (train.dev_select); None: no dev checks
+    carried: dict[str, torch.Tensor] | None = None  # the previous stage's optimizer state (train.carry_optimizer)
 
 
 def head_groups(groups: list[dict[str, Any]], model: Any, lr: float) -> list[dict[str, Any]]:
@@ -149,6 +177,8 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
               if ds.every > 0 and inp.dev_scorer is not None else None)
     history: list[dict[str, Any]] = []
     start, resumed = 0, None
+    if inp.carried:  # a checkpoint below replaces it: it holds the carried state as it evolved
+        carry_state(optimizer, model, inp.carried)
     ckpt = latest_checkpoint(inp.work_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, source, bank if use_bank else None)
@@ -166,7 +196,11 @@ def run_stage(model: Any, source: Any, bank: Any, inp: StageInputs,
     seconds = round(time.perf_counter() - t0, 3)
     return {"history": history, "trainable_parameters": len(names),
             "trainable_numel": sum(p.numel() for p in params), "resumed_from": resumed, "seconds": seconds,
-            "dev_select": select.finish(model, len(history)) if select is not None else None}
+            "dev_select": select.finish(model, len(history)) if select is not None else None,
+            # train.carry_optimizer: this stage's AdamW state over the one it carried in (a parameter this stage
+            # did not train keeps an earlier stage's state for the stages after it)
+            "optimizer_state": ({**(inp.carried or {}), **optimizer_state(optimizer, model)}
+                                if cfg.train.carry_optimizer else None)}
 
 
 def _loop(model: Any, source: Any, bank: Any, inp: StageInputs, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -8,6 +8,9 @@ a variant here leaves every cached stage of the other methods valid (``cdco_core
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
+
+from pydantic import Field
 
 from cdco_core.methods.cdco import build_cdco
 from cdco_core.methods.cdco.research_config import CdcoResearchConfig
@@ -31,3 +34,24 @@ def build_cdco_research(settings: CdcoResearchConfig | None = None) -> object:
 
 register_method("cdco_r", build_cdco_research, config_cls=CdcoResearchConfig,
                 description="CDCO research variant: label-aware or debiased negatives, per-space temperatures")
+
+
+
+class TaskOnlyConfig(CdcoResearchConfig):
+    """``cdco_task_only``: CDCO's staged schedule with the task loss only."""
+
+    contrastive_scale: float = Field(0.0, ge=0)
+
+
+class FlatConfig(CdcoResearchConfig):
+    """``cdco_flat``: one stage on every group with the task loss and both contrastive terms."""
+
+    schedule: Literal["cdco", "flat"] = "flat"
+
+
+# the schedule's effect and the contrastive terms' effect, measured apart (issue 14); their other settings are
+# cdco_r's and can be set under method_settings.cdco_task_only / .cdco_flat
+register_method("cdco_task_only", build_cdco_research, config_cls=TaskOnlyConfig,
+                description="CDCO's staged schedule with the task loss only (no contrastive term, no negatives)")
+register_method("cdco_flat", build_cdco_research, config_cls=FlatConfig,
+                description="one stage on every group with the task loss and both contrastive terms")

@@ -89,3 +89,28 @@ def test_train_is_cached_and_loads_for_evaluation(cdco_home):
     pooled = model.encode(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], task_ids=None)
     assert pooled.shape == (2, 32) and not model.training
     assert model.default_adapter in model.task_names
+
+
+def test_the_staged_decomposition_runs_and_carries_adam_state_between_its_stages(cdco_home):
+    """cdco_task_only (CDCO's four stages, task loss only, no negatives) with train.carry_optimizer: every stage
+    publishes its AdamW state, and each later stage's parameters continue the earlier stages' step counts."""
+    import json
+
+    from safetensors.torch import load_file
+
+    cfg = load_profile("smoke", ["train.carry_optimizer=true"])
+    plan = build_plan(cfg, ["cdco_task_only"], [0])
+    trains = [n.id for n in plan.of_step("train")]
+    assert not plan.of_step("negatives") and len(trains) == 4
+    done = run_plan(plan, targets=[trains[-1]])
+    steps = [s.steps for s in cfg.train.stages]
+    for nid in trains:
+        assert "optimizer.safetensors" in done[nid].files  # hashed and verified with the stage's other files
+        meta = json.loads(done[nid].path("meta.json").read_text())
+        assert set(meta["stage"]["losses"]) == {"task"}
+    state = load_file(str(done[trains[-1]].path("optimizer.safetensors")))
+    adapters = {k: float(v) for k, v in state.items() if k.startswith("step/") and ".lora_" in k}
+    lower = {v for k, v in adapters.items() if ".layer.0." in k}
+    upper = {v for k, v in adapters.items() if ".layer.1." in k}
+    # lower adapters: warm-up, Euclidean (lower) and consolidation; upper: warm-up, Poincaré (upper), consolidation
+    assert lower == {steps[0] + steps[1] + steps[3]} and upper == {steps[0] + steps[2] + steps[3]}

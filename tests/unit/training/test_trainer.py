@@ -120,6 +120,34 @@ def test_each_terms_gradient_norm_is_logged_and_changes_nothing(smoke_cfg, id_ta
         assert torch.equal(v, logged.trainable_state_dict()[k]), k
 
 
+def test_a_stage_carries_the_previous_stages_adam_state_and_warms_up_again(smoke_cfg, id_tasks, tmp_path):
+    """train.carry_optimizer (issue 14: the schedule restarted cold): parameters the previous stage trained start
+    from its AdamW moments and step counts; the ones it did not, from zero; the lr warms up again either way."""
+    cfg = smoke_cfg.model_copy(update={"train": smoke_cfg.train.model_copy(update={"carry_optimizer": True})})
+    first = StageConfig(name="a", groups=["lower"], losses={"task": 1.0}, steps=3, lr=1e-2, train_heads=False)
+    model, source, inp = _setup(cfg, id_tasks, tmp_path / "a", first)
+    a = run_stage(model, source, None, inp)
+    saved = a["optimizer_state"]
+    lower = set(model.group_parameter_names("lower"))
+    assert {k.split("/", 1)[1] for k in saved} == lower and all(float(saved[f"step/{n}"]) == 3 for n in lower)
+
+    second = StageConfig(name="b", groups=["all"], losses={"task": 1.0}, steps=4, lr=1e-2, warmup_steps=2)
+    inp_b = StageInputs(cfg=cfg, method=Method(), stage=second, stage_index=1, global_offset=3,
+                        task_types=inp.task_types, work_dir=tmp_path / "b", carried=saved)
+    b = run_stage(model, source, None, inp_b)
+    steps = {k.split("/", 1)[1]: float(v) for k, v in b["optimizer_state"].items() if k.startswith("step/")}
+    assert all(steps[n] == 3 + 4 for n in lower)  # carried: 3 steps of stage a, then 4 of stage b
+    upper = {n for n in steps if n not in lower and not n.startswith("heads.")}
+    assert upper and {steps[n] for n in upper} == {4.0}  # the upper adapters start fresh
+    assert all(steps[n] <= 4 for n in steps if n.startswith("heads."))  # a head steps when its task is drawn
+    assert [round(h["lr"] / 1e-2, 3) for h in b["history"]][:2] == [0.5, 1.0]  # warm-up over 2 steps again
+
+    cold = StageInputs(cfg=cfg, method=Method(), stage=second, stage_index=1, global_offset=3,
+                       task_types=inp.task_types, work_dir=tmp_path / "c")  # carried=None: the old behaviour
+    state = run_stage(model, source, None, cold)["optimizer_state"]
+    assert {float(state[f"step/{n}"]) for n in lower} == {4.0}
+
+
 @pytest.mark.parametrize("name", ["lora_mtl", "full_ft", "ca_mtl", "frozen"])
 def test_heads_train_at_the_heads_rate_in_every_method(smoke_cfg, id_tasks, name):
     # issue 13: every method's heads get train.head_lr (default eval.head_lr), whatever its own groups
