@@ -52,7 +52,8 @@ def execute(cfg: Config, node: Node, inputs: dict[str, Record],
         cfg: the config the node reads (the plan's :meth:`~cdco_core.plan.Plan.config_for`).
         node: the plan node.
         inputs: a record for every id in ``node.inputs``.
-        on_step: called after every training step of a ``train`` node (progress display, tests).
+        on_step: progress reports of the node (a display, tests): every training step of a ``train`` node, the
+            rows of an ``embed`` node, the phases of a ``manifold`` fit, the tasks of an ``evaluate`` node.
     """
     missing = [i for i in node.inputs if i not in inputs]
     if missing:
