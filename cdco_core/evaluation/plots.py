@@ -23,7 +23,7 @@ def _pyplot():
 
 def method_colors(methods: list[str]) -> dict[str, tuple[float, ...]]:
     """One colour per method, by its place in ``methods``: the same method has the same colour in every plot of a
-    comparison (the delta plot leaves the baseline out). tab10 up to 10 methods; beyond (12 are registered), tab20
+    comparison (the delta plot leaves the baseline out). tab10 up to 10 methods; beyond (16 are registered), tab20
     with its dark shades first and the light ones after, so neighbouring bars never share a hue."""
     if len(methods) <= 10:
         cmap, order = _pyplot().get_cmap("tab10"), list(range(10))

@@ -117,7 +117,7 @@ def test_plot_colours_and_range():
 
     names = METHODS.names()
     colours = method_colors(names)
-    assert len(set(colours.values())) == len(names) == 14  # tab10 would repeat four colours
+    assert len(names) > 10 and len(set(colours.values())) == len(names)  # tab10 would repeat colours
     assert method_colors(names[:3]) == {m: method_colors(names[:3])[m] for m in names[:3]}
     assert method_colors(["a", "b"])["b"] != method_colors(["a", "b"])["a"]
     lo, hi = value_range({"a": {"ID": 0.8, "OOD": 0.7}, "b": {"ID": 0.9, "OOD": float("nan")}},

@@ -146,6 +146,7 @@ def test_training_key_follows_the_config(name, smoke):
     entry = METHODS.entry(name)
     if entry.config_cls is not None:  # a method's own settings enter its key directly
         settings = entry.config_cls().model_dump(mode="json")
-        field, value = next((k, v) for k, v in settings.items() if isinstance(v, int | float) and v)
-        changed = complete_config(cfg.model_copy(update={"method_settings": {name: {field: value * 2}}}))
+        field, value = next((k, v) for k, v in settings.items() if isinstance(v, int | float)
+                            and not isinstance(v, bool))
+        changed = complete_config(cfg.model_copy(update={"method_settings": {name: {field: value * 2 or 0.5}}}))
         assert key(changed) != base

@@ -17,7 +17,7 @@ def test_every_contract_name_is_registered():
 
 
 def test_unknown_method_lists_the_names():
-    with pytest.raises(InputError, match=r"unknown method 'cdc0'; available: .*cdco, cdco_no_euclidean"):
+    with pytest.raises(InputError, match=r"unknown method 'cdc0'; available: .*cdco, cdco_flat, cdco_no_euclidean"):
         get_method("cdc0")
 
 
