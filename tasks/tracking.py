@@ -214,6 +214,9 @@ def ensure_experiment(name: str) -> str:
     uri = tracking_uri()
     prepare_store(uri)
     mlflow.set_tracking_uri(uri)
+    # MLflow draws a bar per artifact download (registering a model reads back a few small files): noise in every
+    # log and between our bars. A user who wants them sets the variable.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:

@@ -151,8 +151,8 @@ def build_tiny_bert(cfg: ModelConfig, vocab_size: int) -> PreTrainedModel:
 
 @contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
-    """No "Loading weights" bar from transformers for the block: a local folder loads in milliseconds, and the
-    bar would scroll by in every log and between our own progress bars."""
+    """No "Loading weights" / "Writing model shards" bar from transformers for the block: a local folder loads and
+    saves in milliseconds, and the bar would scroll by in every log and between our own progress bars."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
@@ -162,6 +162,19 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+def _pooler_kwargs(path: Path) -> dict[str, Any]:
+    """``add_pooling_layer=False`` for a BERT checkpoint saved without a pooler (our tiny model): transformers would
+    otherwise initialise one at random and print a load report about it. Mean pooling never reads the pooler."""
+    weights = path / "model.safetensors"
+    if not weights.exists() or json.loads((path / "config.json").read_text()).get("model_type") != "bert":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        has_pooler = any(".pooler." in f".{k}" for k in f.keys())  # noqa: SIM118 - safe_open is not a mapping
+    return {} if has_pooler else {"add_pooling_layer": False}
 
 
 def load_encoder(cfg: ModelConfig) -> tuple[Any, Any, ModelIdentity]:
@@ -177,7 +190,7 @@ def load_encoder(cfg: ModelConfig) -> tuple[Any, Any, ModelIdentity]:
     ident = model_identity(cfg)
     if ident.path:
         with _quiet_loading():
-            model = AutoModel.from_pretrained(ident.path)
+            model = AutoModel.from_pretrained(ident.path, **_pooler_kwargs(Path(ident.path)))
     else:
         model = build_tiny_bert(cfg, vocab_size=tok.vocab_size)
     model.eval()
@@ -197,7 +210,7 @@ def clean_base_path(cfg: ModelConfig, out_dir: Path) -> Path:
         from cdco_core.io import atomic_dir
 
         model, tok, _ = load_encoder(cfg)
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target) as tmp, _quiet_loading():
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
     return target

@@ -54,3 +54,15 @@ def test_clean_base_path_round_trips_the_tiny_model(tmp_path):
     ids = torch.tensor([[101, 2023, 102]])
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).last_hidden_state, original(input_ids=ids).last_hidden_state)
+
+
+def test_a_checkpoint_without_a_pooler_loads_without_one_and_quietly(tmp_path, capfd):
+    """Our tiny model is saved without a pooler (mean pooling never reads it). Loaded back through load_encoder it
+    gets none either, so transformers prints no load report about a randomly initialised pooler, and neither the
+    save nor the load draws transformers' progress bars."""
+    path = clean_base_path(ModelConfig(source="tiny-random"), tmp_path)
+    model, _, _ = load_encoder(ModelConfig(source=str(path)))
+    out, err = capfd.readouterr()
+    assert model.pooler is None
+    assert "pooler" not in out + err and "LOAD REPORT" not in out + err and "Writing model shards" not in err
+    assert "Loading weights" not in err
