@@ -48,6 +48,10 @@ def bootstrap_table(res: dict) -> str:
             cells = []
             for e in ENDPOINTS:
                 b = by.get((m, comp, e))
+                if b is None and (comp, m, e) in by:  # recorded the other way round: negate
+                    r = by[(comp, m, e)]
+                    b = {"delta": -r["delta"], "ci_low": -r["ci_high"], "ci_high": -r["ci_low"],
+                         "p_value": r["p_value"]}
                 cells.append("–" if b is None else
                              f"{b['delta']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}] p={b['p_value']:.3f}")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
