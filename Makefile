@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/cdco run --profile demo
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow" tests

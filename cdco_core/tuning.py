@@ -211,9 +211,10 @@ def study_name(profile: str, method: str) -> str:
 
 
 def _sampler(seed: int, n_complete: int, n_running: int = 0) -> Any:
-    """TPE seeded by the study's position: the seed, the complete trials and the trials other workers are running
-    (so two workers sharing a study propose different settings; alone, or resumed after a kill, ``n_running`` is 0
-    and the k-th complete trial depends on the seed and k only)."""
+    """TPE seeded by the study's position: the seed, the complete trials and the running trials numbered before
+    this one (read after ``ask``, so two workers asking at the same instant get different counts and propose
+    different settings; alone, or resumed after a kill, ``n_running`` is 0 and the k-th complete trial depends on
+    the seed and k only)."""
     import numpy as np
     import optuna
 
@@ -289,8 +290,10 @@ def run_study(cfg: Config, method: str, score: Callable[[list[str]], float], n_t
         n_running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if n_complete + n_running >= n_trials:  # done, or the rest is claimed by other workers
             return study
-        study.sampler = _sampler(seed, n_complete, n_running)
-        trial = study.ask()
+        trial = study.ask()  # the storage numbers trials atomically; TPE samples lazily, at the first suggest
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < trial.number]
+        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        study.sampler = _sampler(seed, n_complete, len(ahead))
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         overrides = [_format(k, _suggest(trial, k, d)) for k, d in space.items()]
