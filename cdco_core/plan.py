@@ -9,7 +9,7 @@ For a config, methods and seeds the plan holds, in dependency order::
                                           per training seed, so the seeds' spread includes the ODMS draw
     train[<method>/seed<s>/<i>-<stage>]   one per stage, each reading the one before it
     evaluate[<method>/seed<s>]            reads the last stage and every task
-    report                                reads every evaluation, the ID tasks and every stage (only when asked for)
+    report                                reads every evaluation, the tasks and every stage (only when asked for)
 
 A node names its step, the method whose config it reads (a method's :meth:`~cdco_core.methods.base.Method.configure`
 may change shared sections) and its inputs (other nodes). Two methods that need the same ODMS output share one
@@ -146,7 +146,7 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
                                    [previous, *(f"prepare[{s.name}]" for s in specs)])
     if report:
         evals = [n.id for n in plan.of_step("evaluate")]
-        floors = [f"prepare[{s.name}]" for s in specs if s.kind == "ID"]  # the majority-class floor per ID task
+        floors = [f"prepare[{s.name}]" for s in specs]  # the majority-class floor per classification task
         trains = [n.id for n in plan.of_step("train")]  # the share of steps each task received
         plan.nodes["report"] = Node("report", "report", params={"methods": methods, "seeds": seeds},
                                     inputs=evals + floors + trains)

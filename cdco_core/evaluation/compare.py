@@ -18,6 +18,7 @@ Files written by :func:`write_report` (the ``report`` step):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -120,32 +121,36 @@ def _cost_cell(name: str, values: pd.Series) -> str:
 
 # ------------------------------------------------------------------------------------------ floors
 def majority_floors(tasks: list[Any]) -> dict[str, dict[str, Any]]:
-    """The majority-class floor of each ID classification task: the score of always predicting the train split's
-    most frequent class (ties: the smaller id) on the eval split, with the task's main metric.
+    """The majority-class floor of each classification task: the score of always predicting the train split's
+    most frequent class (ties: the smaller id) on the eval split, with the task's main metric. For an OOD or KI task
+    it is the floor of its fresh-head probes (every label budget: the class prior needs no labels to guess).
 
     Returns:
-        {task: {"metric", "value", "class"}} (regression and multiple choice have no class to repeat: left out).
+        {task: {"metric", "value", "class", "kind"}} (regression and multiple choice have no class to repeat: left
+        out).
     """
     out: dict[str, dict[str, Any]] = {}
     for t in tasks:
-        if t.spec.kind != "ID" or t.spec.type in ("regression", "multiple_choice"):
+        if (t.spec.type in ("regression", "multiple_choice") or "train" not in t.splits
+                or "label" not in t.splits["train"].columns):
             continue
         counts = np.bincount(t.splits["train"]["label"].to_numpy(np.int64), minlength=t.num_labels)
         top = int(np.argmax(counts))
         y = t.splits[t.eval_split]["label"].to_numpy(np.int64)
         metric = t.spec.metric_name
         out[t.name] = {"metric": metric, "value": float(METRIC_FUNCS[metric](y, np.full_like(y, top))),
-                       "class": t.label_names[top]}
+                       "class": t.label_names[top], "kind": t.spec.kind}
     return out
 
 
 def _floor_row(columns: list[str], floors: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The table's floor row: the floor under each ID task's main-metric column, "–" elsewhere."""
+    """The table's floor row: the floor under each task's main-metric column (a probe's ``task.nN`` column too),
+    "–" elsewhere."""
     row = {}
     for c in columns:
-        task = c.split(" (")[0]
-        f = floors.get(task)
-        row[c] = f"{f['value']:.3f}" if f and c == f"{task} ({f['metric']})" else "–"
+        entry, _, metric = c.partition(" (")
+        f = floors.get(re.sub(r"\.n\d+$", "", entry))
+        row[c] = f"{f['value']:.3f}" if f and metric == f"{f['metric']})" else "–"
     return row
 
 
@@ -179,8 +184,9 @@ def _shares_table(shares: dict[str, dict[str, float]], methods: list[str]) -> st
 def floor_warnings(results: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> list[str]:
     """One line per (method, seed, ID task) whose trained head scores at or below the task's majority-class floor."""
     out = []
+    trained = {task: floor for task, floor in floors.items() if floor.get("kind", "ID") == "ID"}
     for r in results:
-        for task, floor in floors.items():
+        for task, floor in trained.items():
             value = (r["metrics"].get(task) or {}).get(floor["metric"])
             if value is not None and value <= floor["value"] + 1e-9:
                 out.append(f"{r['method']} seed {r['seed']}: {task} {floor['metric']} {value:.3f} is at or below its "
@@ -333,7 +339,8 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
             lines += [f"## {title}", "", _md_table(table[cols].reset_index()), ""]
     if FLOOR_ROW in table.index:
         lines += [f"Row *{FLOOR_ROW}*: always predicting the train split's most frequent class, scored on the eval "
-                  "split (the frozen probe, `frozen`, is the other floor every method should clear).", ""]
+                  "split; under a probe's columns, the floor its fresh head must clear at any label budget (the "
+                  "frozen probe, `frozen`, is the other floor every method should clear).", ""]
     if warnings:
         lines += ["## Warnings: trained heads at the majority-class floor", "", *[f"- {w}" for w in warnings], ""]
     if step_shares:
@@ -384,7 +391,7 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
         out: the folder to write (see the module docstring).
         methods, seeds: the table's rows and the seeds, in order.
         t0: ``time.perf_counter()`` when the comparison started (for the wall time in comparison.md).
-        floors: :func:`majority_floors` of the ID tasks: a floor row in the table, and a warning for every trained
+        floors: :func:`majority_floors` of the tasks: a floor row in the table, and a warning for every trained
             head at or below its floor.
         step_shares: :func:`task_step_shares` of the methods' training histories (a section of comparison.md).
 

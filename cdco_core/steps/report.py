@@ -1,6 +1,6 @@
 """Step ``report``: the comparison over every evaluated method and seed (:mod:`cdco_core.evaluation.compare`).
 
-Inputs: every ``evaluate`` record, in method x seed order, the ID tasks (for their majority-class floors) and every
+Inputs: every ``evaluate`` record, in method x seed order, every task (for the majority-class floors) and every
 ``train`` record (for the share of steps each task received).
 Writes comparison.csv, comparison.md, bootstrap.csv, results.json and the plots.
 """

@@ -146,10 +146,10 @@ def test_dataset_change_recomputes_dependents_emits_event_and_triggers(on_stack)
     result = _run_pipeline(on_stack["profile"])
     steps = result["steps"]
     computed = {name for name, s in steps.items() if not s["cached"] and not name.startswith("prepare[")}
-    # nothing upstream of evaluation; the report reads the evaluation's content, so it is recomputed exactly when
-    # the new evaluation's files differ (a changed KI row may leave every score and prediction as they were)
-    changed = steps["evaluate[cdco/seed0]"]["digest"] != before["evaluate[cdco/seed0]"]["digest"]
-    assert computed == {"evaluate[cdco/seed0]", *(["report"] if changed else [])}
+    # nothing upstream of evaluation; the report reads every task (each classification task's majority-class
+    # floor), so the changed KI task recomputes it whether or not the evaluation's files changed
+    assert steps["prepare[ki_file]"]["digest"] != before["prepare[ki_file]"]["digest"]
+    assert computed == {"evaluate[cdco/seed0]", "report"}
 
     since = time.time()
     sensed = dataset_sensor(on_stack["profile"])

@@ -82,8 +82,13 @@ class CDCOMethod(Method):
         terms = {"task": batch_task_loss(model, batch, pooled)}
         for space in ("euclidean", "poincare"):
             if stage.losses.get(space, 0.0) > 0:
-                terms[space] = contrastive_term(model, batch, pooled, space, ctx.cfg.train.contrastive_temperature)
+                terms[space] = self.contrastive(model, batch, pooled, space, ctx.cfg.train.contrastive_temperature)
         return terms
+
+    def contrastive(self, model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,
+                    temperature: float) -> torch.Tensor:
+        """The ``space`` term of one step (the research variant ``cdco_r`` overrides it, nothing else)."""
+        return contrastive_term(model, batch, pooled, space, temperature)
 
 
 def contrastive_term(model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,

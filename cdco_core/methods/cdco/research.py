@@ -46,7 +46,6 @@ from cdco_core.methods.cdco.research_config import CdcoResearchConfig
 
 if TYPE_CHECKING:
     from cdco_core.config import Config, StageConfig
-    from cdco_core.methods.base import StepContext
     from cdco_core.models.multitask import MultiTaskModel
     from cdco_core.training.batches import Batch
 
@@ -79,17 +78,6 @@ class CDCOResearchMethod(CDCOMethod):
             out.append(st.model_copy(update={"losses": losses, "space": space}))
         return out
 
-    def loss_terms(self, model: MultiTaskModel, batch: Batch, stage: StageConfig,
-                   ctx: StepContext) -> dict[str, torch.Tensor]:
-        from cdco_core.methods.base import batch_task_loss
-
-        pooled = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.task_ids)  # (B, H)
-        terms = {"task": batch_task_loss(model, batch, pooled)}
-        for space in ("euclidean", "poincare"):
-            if stage.losses.get(space, 0.0) > 0:
-                terms[space] = self._contrastive(model, batch, pooled, space, ctx.cfg.train.contrastive_temperature)
-        return terms
-
     def temperature(self, model: MultiTaskModel, space: str, tau_e: float) -> float:
         """τ of ``space``: the Euclidean τ, or the Poincaré one (``auto``: same logit range as cosine)."""
         t = self.settings.temperature_poincare
@@ -100,8 +88,9 @@ class CDCOResearchMethod(CDCOMethod):
             return tau_e * 2 * float(proj.clip_r) / float(proj.curvature.detach().sqrt())
         return float(t)
 
-    def _contrastive(self, model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,
-                     tau_e: float) -> torch.Tensor:
+    def contrastive(self, model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,
+                    tau_e: float) -> torch.Tensor:
+        """The ``space`` term with this variant's settings (the loss of the module docstring)."""
         if batch.choice_mask is not None:  # option sequences are not rows: no keys, no term
             return pooled.sum() * 0.0
         proj = model.euclidean_proj if space == "euclidean" else model.poincare_proj

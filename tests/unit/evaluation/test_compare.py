@@ -132,7 +132,9 @@ def test_majority_floor_and_a_warning_for_a_head_at_it(smoke_cfg):
 
     tasks = load_tasks(smoke_cfg.data)
     floors = C.majority_floors(tasks)
-    assert set(floors) == {"rotten_tomatoes", "sms_spam"}  # ID classification tasks only
+    # classification tasks of every kind (a probe's floor too); multiple choice has no class to repeat
+    assert set(floors) == {"rotten_tomatoes", "sms_spam", "imdb", "country_region"}
+    assert {t: f["kind"] for t, f in floors.items() if f["kind"] != "ID"} == {"imdb": "OOD", "country_region": "KI"}
     spam = next(t for t in tasks if t.name == "sms_spam")
     y = spam.splits[spam.eval_split]["label"].to_numpy()
     top = int(np.bincount(spam.splits["train"]["label"].to_numpy()).argmax())
@@ -145,6 +147,20 @@ def test_majority_floor_and_a_warning_for_a_head_at_it(smoke_cfg):
     warnings = C.floor_warnings([at_floor, above], floors)
     assert len(warnings) == 1 and warnings[0].startswith("cdco seed 2: sms_spam macro_f1")
     assert "majority-class floor" in warnings[0] and "'ham'" in warnings[0]
+    probe_at_floor = {"method": "frozen", "seed": 0, "metrics": {"imdb": {"accuracy": 0.0}}}
+    assert C.floor_warnings([probe_at_floor], floors) == []  # warnings are for trained heads, not probes
+
+
+def test_floor_row_sits_under_each_tasks_main_metric_and_every_probe_budget(smoke_cfg):
+    from cdco_core.data import load_tasks
+
+    floors = C.majority_floors(load_tasks(smoke_cfg.data))
+    cols = ["imdb (accuracy)", "imdb.n256 (accuracy)", "imdb (macro_f1)", "sms_spam (macro_f1)",
+            "sms_spam (accuracy)", "country_capital (accuracy)"]
+    row = C._floor_row(cols, floors)
+    assert row["imdb (accuracy)"] == row["imdb.n256 (accuracy)"] == f"{floors['imdb']['value']:.3f}"
+    assert row["sms_spam (macro_f1)"] == f"{floors['sms_spam']['value']:.3f}"
+    assert row["imdb (macro_f1)"] == row["sms_spam (accuracy)"] == row["country_capital (accuracy)"] == "–"
 
 
 def test_task_step_shares_pool_stages_and_seeds_and_keep_mixed_batches():

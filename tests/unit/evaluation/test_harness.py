@@ -36,7 +36,8 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     table = pd.DataFrame(res["table"]).set_index("method")
     assert list(table.index) == [*METHODS, "majority class (floor)"]
     floor = table.loc["majority class (floor)"]
-    assert floor["rotten_tomatoes (accuracy)"] != "–" and floor["imdb (accuracy)"] == "–"  # ID tasks only
+    assert floor["rotten_tomatoes (accuracy)"] != "–" and floor["imdb (accuracy)"] != "–"  # the probe has one too
+    assert floor["country_capital (accuracy)"] == "–"  # multiple choice: no class to repeat
     assert float(floor["sms_spam (macro_f1)"]) < 0.5  # always "ham": macro-F1 below one half
     table = table.drop(index="majority class (floor)")
     assert list(table.columns) == [

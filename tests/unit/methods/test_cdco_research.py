@@ -148,6 +148,6 @@ def test_anchor_tasks_make_other_rows_negatives_only(smoke_cfg):
     pooled = torch.randn(4, 4)
     batch = SimpleNamespace(choice_mask=None, negatives=None, task_types=["classification"] * 4,
                             tasks=["rotten_tomatoes"] * 4, keys=torch.tensor([0, 0, 1, 1]))
-    assert float(method._contrastive(model, batch, pooled, "euclidean", 0.1)) == 0.0
+    assert float(method.contrastive(model, batch, pooled, "euclidean", 0.1)) == 0.0
     batch.tasks = ["sms_spam"] * 4
-    assert float(method._contrastive(model, batch, pooled, "euclidean", 0.1)) > 0.0
+    assert float(method.contrastive(model, batch, pooled, "euclidean", 0.1)) > 0.0

@@ -20,16 +20,26 @@ OVERRIDES = ["train.stages.2.steps=11", "train.checkpoint_every=4", "train.negat
 KILL_AT = 19
 
 
+def _log(out: Path, kill_at: int) -> Path:
+    return Path(f"{out}.{kill_at}.log")
+
+
 def _run(home: Path, out: Path, kill_at: int) -> subprocess.Popen:
     env = {**os.environ, "CDCO_HOME": str(home), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(PROJECT)}
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), "cdco", str(kill_at), *OVERRIDES],
-                            env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with _log(out, kill_at).open("ab") as log:  # a file, not a pipe: a run nobody reads yet never blocks on it
+        return subprocess.Popen([sys.executable, str(SCRIPT), str(out), "cdco", str(kill_at), *OVERRIDES],
+                                env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _output(proc: subprocess.Popen) -> str:
+    _script, out, _method, kill_at = proc.args[1:5]
+    return _log(Path(out), int(kill_at)).read_text(errors="replace")[-3000:]
 
 
 def _finish(proc: subprocess.Popen) -> None:
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output.decode()[-3000:]
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, _output(proc)
 
 
 def _essence(result: dict) -> list:
@@ -41,15 +51,13 @@ def _essence(result: dict) -> list:
 
 def test_kill_minus_nine_then_resume_matches_uninterrupted(tmp_path):
     ref_out, out = tmp_path / "ref.json", tmp_path / "resumed.json"
-    ref = _run(tmp_path / "home_ref", ref_out, -1)
-    _finish(ref)
-
+    ref = _run(tmp_path / "home_ref", ref_out, -1)  # the uninterrupted run, beside the victim (its own home)
     home = tmp_path / "home"
     victim = _run(home, out, KILL_AT)
     ready = Path(f"{out}.ready")
     deadline = time.time() + 240  # a hang guard, not a speed target: the child is killed and the test fails
     while not ready.exists():
-        assert victim.poll() is None, victim.communicate()[0].decode()[-3000:]
+        assert victim.poll() is None, _output(victim)
         if time.time() > deadline:
             victim.kill()
             pytest.fail("the training process never reached the kill step within 240 s")
@@ -61,6 +69,7 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted(tmp_path):
     assert len(partial) == 1, "the killed stage left its step-8 checkpoint"
     assert not out.exists()
 
+    _finish(ref)
     _finish(_run(home, out, -1))
     a, b = json.loads(ref_out.read_text()), json.loads(out.read_text())
     assert _essence(b) == _essence(a)
