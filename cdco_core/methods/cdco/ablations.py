@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from cdco_core.methods.cdco import build_cdco
-from cdco_core.methods.cdco.research_config import CdcoResearchConfig
+from cdco_core.methods.cdco.research_config import CdcoConfig, CdcoResearchConfig
 from cdco_core.methods.registry import register_method
 
 for _variant, _text in {
@@ -22,7 +22,8 @@ for _variant, _text in {
     "random_negatives": "CDCO with uniform OOD negatives instead of manifold neighbours",
     "strict": "CDCO with no OOD text in training (in-batch negatives only)",
 }.items():
-    register_method(f"cdco_{_variant}", partial(build_cdco, variant=_variant), description=_text)
+    register_method(f"cdco_{_variant}", partial(build_cdco, variant=_variant), config_cls=CdcoConfig,
+                    description=_text)
 
 
 def build_cdco_research(settings: CdcoResearchConfig | None = None) -> object:

@@ -41,10 +41,11 @@ class CDCOMethod(Method):
     name = "cdco"
     description = "CDCO: staged task + Euclidean/Poincaré cross-domain contrastive training with ODMS negatives"
 
-    def __init__(self, variant: str | None = None) -> None:
+    def __init__(self, variant: str | None = None, centre: bool = False) -> None:
         if variant not in VARIANTS:
             raise InputError(f"unknown CDCO variant {variant!r}; allowed: {[v for v in VARIANTS if v]}")
         self.variant = variant
+        self.centre = centre
         self.uses_negatives = variant != "strict"
         self.dropped = {"no_poincare": "poincare", "no_euclidean": "euclidean"}.get(variant or "")
 
@@ -88,21 +89,43 @@ class CDCOMethod(Method):
     def contrastive(self, model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,
                     temperature: float) -> torch.Tensor:
         """The ``space`` term of one step (the research variant ``cdco_r`` overrides it, nothing else)."""
-        return contrastive_term(model, batch, pooled, space, temperature)
+        return contrastive_term(model, batch, pooled, space, temperature, centre=self.centre)
 
 
 def contrastive_term(model: MultiTaskModel, batch: Batch, pooled: torch.Tensor, space: str,
-                     temperature: float) -> torch.Tensor:
-    """InfoNCE in ``space`` on the projected pooled rows and their projected bank negatives."""
+                     temperature: float, *, centre: bool = False) -> torch.Tensor:
+    """InfoNCE in ``space`` on the projected pooled rows and their projected bank negatives (see :func:`project`
+    for ``centre``)."""
     from cdco_core.losses import contrastive_loss
 
     if batch.choice_mask is not None:  # option sequences are not rows: no keys, no term
         return pooled.sum() * 0.0
     proj = model.euclidean_proj if space == "euclidean" else model.poincare_proj
-    z = proj(pooled)  # (B, D)
+    z = project(proj, pooled, space, centre)  # (B, D)
     negs = None
     if batch.negatives is not None:
         b, k, h = batch.negatives.shape
-        negs = proj(batch.negatives.to(pooled.device, pooled.dtype).reshape(b * k, h)).reshape(b, k, -1)  # (B,K,D)
+        raw = batch.negatives.to(pooled.device, pooled.dtype).reshape(b * k, h)
+        negs = project(proj, raw, space, centre).reshape(b, k, -1)  # (B, K, D)
     ball = model.poincare_proj.ball if space == "poincare" else None
     return contrastive_loss(z, batch.keys.to(pooled.device), negs, space, temperature, ball=ball)
+
+
+def project(proj: torch.nn.Module, pooled: torch.Tensor, space: str, centre: bool) -> torch.Tensor:
+    """``proj(pooled)``; with ``centre`` the projection's linear output minus its mean over the given rows first,
+    then the space's map (unit normalisation, or the Poincaré clip and exponential map as in the projection).
+
+    Centring each side on its own mean (the batch's rows, the bank's negatives) means a shift of every in-domain
+    row away from the out-of-domain points changes no similarity, and a batch cannot sit at one point: the
+    representation collapse of docs/methods.md ("CDCO research") cannot lower the loss.
+    """
+    if not centre:
+        return proj(pooled)
+    u = proj.linear(pooled)
+    u = u - u.mean(dim=0, keepdim=True)
+    if space == "euclidean":
+        return torch.nn.functional.normalize(u, dim=-1, eps=1e-8)
+    if proj.clip_r is not None:
+        scaled_norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-15) * proj.ball.c.sqrt()
+        u = u * torch.clamp(proj.clip_r / scaled_norm, max=1.0)
+    return proj.ball.projx(proj.ball.expmap0(u, project=False))

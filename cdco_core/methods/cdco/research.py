@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cdco_core.methods.cdco.method import CDCOMethod
+from cdco_core.methods.cdco.method import CDCOMethod, project
 from cdco_core.methods.cdco.research_config import CdcoResearchConfig
 
 if TYPE_CHECKING:
@@ -113,21 +113,6 @@ class CDCOResearchMethod(CDCOMethod):
         return research_contrastive_loss(z, keys, negs, space,
                                          self.temperature(model, space, tau_e), ball=ball,
                                          drop=mask, tau_plus=tau_plus)
-
-
-def project(proj: torch.nn.Module, pooled: torch.Tensor, space: str, centre: bool) -> torch.Tensor:
-    """``proj(pooled)``; with ``centre`` the linear output minus its mean over the rows first (then the space's
-    map: unit normalisation, or the Poincaré clip and exponential map as in the projection itself)."""
-    if not centre:
-        return proj(pooled)
-    u = proj.linear(pooled)
-    u = u - u.mean(dim=0, keepdim=True)
-    if space == "euclidean":
-        return torch.nn.functional.normalize(u, dim=-1, eps=1e-8)
-    if proj.clip_r is not None:
-        scaled_norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-15) * proj.ball.c.sqrt()
-        u = u * torch.clamp(proj.clip_r / scaled_norm, max=1.0)
-    return proj.ball.projx(proj.ball.expmap0(u, project=False))
 
 
 @torch.no_grad()

@@ -125,7 +125,7 @@ def test_unknown_setting_is_refused_naming_it(smoke_cfg):
 @pytest.mark.parametrize("space", ["euclidean", "poincare"])
 def test_centred_projection_ignores_a_shift_of_one_side(space, smoke_cfg):
     """Shifting every row of one side by the same vector (a domain offset) leaves the centred points unchanged."""
-    from cdco_core.methods.cdco.research import project
+    from cdco_core.methods.cdco.method import project
     from cdco_core.models.projection import EuclideanProjection, PoincareProjection
 
     torch.manual_seed(0)
@@ -151,3 +151,25 @@ def test_anchor_tasks_make_other_rows_negatives_only(smoke_cfg):
     assert float(method.contrastive(model, batch, pooled, "euclidean", 0.1)) == 0.0
     batch.tasks = ["sms_spam"] * 4
     assert float(method.contrastive(model, batch, pooled, "euclidean", 0.1)) > 0.0
+
+
+@pytest.mark.parametrize("space", ["euclidean", "poincare"])
+def test_cdco_centre_setting_is_the_research_variants_centring(space, smoke_cfg):
+    """``method_settings.cdco.centre`` gives the core method the centred term cdco_r measured (same value), and
+    off it is CDCO's plain term."""
+    from cdco_core.models.projection import EuclideanProjection, PoincareProjection
+
+    torch.manual_seed(1)
+    euc, poinc = EuclideanProjection(8, 4), PoincareProjection(8, 4, curvature=1.0, clip_r=2.0)
+    model = SimpleNamespace(euclidean_proj=euc, poincare_proj=poinc)
+    batch = SimpleNamespace(choice_mask=None, negatives=torch.randn(6, 3, 8), task_types=["classification"] * 6,
+                            tasks=["sms_spam"] * 6, keys=torch.tensor([0, 0, 1, 1, 0, 1]))
+    pooled = torch.randn(6, 8)
+
+    def term(name: str, centre: bool) -> float:
+        cfg = smoke_cfg.model_copy(update={"method_settings": {name: {"centre": centre}}})
+        return float(get_method(name, cfg).contrastive(model, batch, pooled, space, 0.1))
+
+    assert term("cdco", True) == pytest.approx(term("cdco_r", True), rel=1e-6)
+    assert term("cdco", False) == pytest.approx(term("cdco_r", False), rel=1e-6)
+    assert term("cdco", True) != pytest.approx(term("cdco", False), rel=1e-3)

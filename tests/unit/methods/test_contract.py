@@ -146,7 +146,9 @@ def test_training_key_follows_the_config(name, smoke):
     entry = METHODS.entry(name)
     if entry.config_cls is not None:  # a method's own settings enter its key directly
         settings = entry.config_cls().model_dump(mode="json")
-        field, value = next((k, v) for k, v in settings.items() if isinstance(v, int | float)
-                            and not isinstance(v, bool))
-        changed = complete_config(cfg.model_copy(update={"method_settings": {name: {field: value * 2 or 0.5}}}))
+        numbers = [(k, v * 2 or 0.5) for k, v in settings.items() if isinstance(v, int | float)
+                   and not isinstance(v, bool)]
+        flags = [(k, not v) for k, v in settings.items() if isinstance(v, bool)]
+        field, value = (numbers or flags)[0]  # a number when the method has one, else a switch
+        changed = complete_config(cfg.model_copy(update={"method_settings": {name: {field: value}}}))
         assert key(changed) != base
