@@ -75,7 +75,7 @@ SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
         "train.stages.2.lr": Float(1e-4, 3e-3, log=True),
         "train.contrastive_temperature": Float(0.03, 0.3, log=True),
         "train.stages.1.losses.euclidean": Float(0.1, 1.0),
-        "train.stages.2.losses.poincare": Float(0.1, 1.0),
+        "train.stages.3.losses.euclidean": Float(0.05, 0.5),  # the consolidation stage's contrastive weight
     },
     "lora_mtl": {**_LR, "adapters.r": Choice((4, 8, 16)), "adapters.dropout": Float(0.0, 0.2)},
     "bottleneck_mtl": {**_LR, "adapters.reduction_factor": Choice((8, 16, 32))},

@@ -13,7 +13,7 @@ class CdcoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    centre: bool = False  # each side's linear projection minus its own mean before the space's map (method.project)
+    centre: bool = True  # each side's linear projection minus its own mean before the space's map (method.project)
 
 
 class CdcoResearchConfig(CdcoConfig):

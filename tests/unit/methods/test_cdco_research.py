@@ -140,7 +140,7 @@ def test_centred_projection_ignores_a_shift_of_one_side(space, smoke_cfg):
 def test_anchor_tasks_make_other_rows_negatives_only(smoke_cfg):
     """With anchor_tasks, a row of another task is never an anchor: a batch of only such rows has no term."""
     cfg = smoke_cfg.model_copy(update={"method_settings": {**smoke_cfg.method_settings,
-                                                           "cdco_r": {"anchor_tasks": ["sms_spam"]}}})
+                                                           "cdco_r": {"anchor_tasks": ["sms_spam"], "centre": False}}})
     method = get_method("cdco_r", cfg)
     proj = torch.nn.Linear(4, 3)
     model = SimpleNamespace(euclidean_proj=lambda x: torch.nn.functional.normalize(proj(x), dim=-1),
