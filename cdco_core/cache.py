@@ -4,9 +4,11 @@ A step's key is computed by :func:`step_key` from exactly three things:
 
     key = sha256(step name, {input name: input digest}, the validated config JSON the step reads, code digest)
 
-The code digest (:func:`code_digest`) is a sha256 of the source of every ``cdco_core`` module the step's module
+The code digest (:func:`code_digest`) is a sha256 of the code of every ``cdco_core`` module the step's module
 imports, directly or not (its import closure, read from the source with ``ast``: nothing is kept by hand). Editing
-one line of ``losses.py`` changes the training steps' keys and leaves the embedding step's key alone. The Prefect
+one line of ``losses.py`` changes the training steps' keys and leaves the embedding step's key alone. What is
+hashed is each module's syntax tree without docstrings and positions (:func:`code_text`), so a comment, a
+docstring, blank lines or a re-wrapped call change no key, and every edit that can change what runs does. The Prefect
 tasks use the same key (``tasks/_cache.py``), so Prefect's cache and this one can never disagree.
 
 On disk, under ``CDCO_HOME/steps/<step>/``::
@@ -137,8 +139,26 @@ def _code_digest(modules: tuple[str, ...], root: Path) -> str:
     h = hashlib.sha256()
     for m in closure:
         h.update(m.encode() + b"\0")
-        h.update(module_file(m, root).read_bytes())  # type: ignore[union-attr]
+        h.update(code_text(module_file(m, root).read_bytes()).encode())  # type: ignore[union-attr]
     return h.hexdigest()
+
+
+def code_text(source: bytes | str) -> str:
+    """What of a module's source enters a code digest: its syntax tree, without docstrings and positions.
+
+    Comments and layout never reach the tree; docstrings (a string literal opening a module, class or function)
+    are dropped here, and so are line and column numbers. Everything else, every name, literal, default and
+    decorator, is kept, so any edit that can change what the code computes changes the text. The dump's format
+    is the interpreter's: another Python version gives other keys (a safe miss, not a stale hit).
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 # ---------------------------------------------------------------------------------------------- the key

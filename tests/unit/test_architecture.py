@@ -84,6 +84,18 @@ def test_code_digest_follows_the_step_not_the_whole_library():
     assert "cdco_core.methods.ego_plm.method" not in train
 
 
+def test_the_code_digest_reads_code_not_comments_docstrings_or_layout():
+    base = 'import os\n\n\ndef f(x=1):\n    return os.sep * x\n\n\nclass C:\n    y = 2\n'
+    same = ('"""Module doc."""\nimport os\n# a comment\n\ndef f(x=1):\n    """Doc."""\n    return (os.sep\n'
+            '            * x)  # why\n\nclass C:\n    """Doc."""\n\n    y = 2\n')
+    assert cache.code_text(same) == cache.code_text(base)
+    for edit in ("x=2):", "os.sep + x", "y = 3", "def g(x=1)"):  # a default, an operator, a value, a name
+        old = {"x=2):": "x=1):", "os.sep + x": "os.sep * x", "y = 3": "y = 2", "def g(x=1)": "def f(x=1)"}[edit]
+        assert cache.code_text(base.replace(old, edit)) != cache.code_text(base), edit
+    # a string that is not a docstring is code: it is kept
+    assert cache.code_text(base + "z = 'text'\n") != cache.code_text(base + "z = 'other'\n")
+
+
 def test_editing_a_training_source_recomputes_the_stage_and_nothing_else(tmp_path, monkeypatch):
     """The stale-code trap: append a line to losses.py in a copy of the package; the stage must train again."""
     from cdco_core.plan import build_plan

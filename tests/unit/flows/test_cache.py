@@ -54,10 +54,14 @@ def test_code_in_the_steps_import_closure_changes_the_key(smoke_cfg, tmp_path, m
     shutil.copytree(cache.SOURCE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(cache, "SOURCE_ROOT", root)
     before = _key(smoke_cfg)
-    (root / "losses.py").write_text((root / "losses.py").read_text() + "\n# edited\n")  # not the manifold's code
+    (root / "losses.py").write_text((root / "losses.py").read_text() + "\n_EDITED = 1\n")  # not the manifold's code
     cache._code_digest.cache_clear()  # digests are computed once per process; the edit happens mid-process here
     assert _key(smoke_cfg) == before
-    (root / "odms" / "manifold.py").write_text((root / "odms" / "manifold.py").read_text() + "\n# edited\n")
+    manifold = root / "odms" / "manifold.py"
+    manifold.write_text(manifold.read_text() + "\n# a comment\n\n")  # the manifold's, but no code
+    cache._code_digest.cache_clear()
+    assert _key(smoke_cfg) == before
+    manifold.write_text(manifold.read_text() + "\n_EDITED = 1\n")
     cache._code_digest.cache_clear()
     assert _key(smoke_cfg) != before
     cache._code_digest.cache_clear()
