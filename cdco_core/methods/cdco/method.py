@@ -41,7 +41,7 @@ class CDCOMethod(Method):
     name = "cdco"
     description = "CDCO: staged task + Euclidean/Poincaré cross-domain contrastive training with ODMS negatives"
 
-    def __init__(self, variant: str | None = None, centre: bool = False) -> None:
+    def __init__(self, variant: str | None = None, *, centre: bool) -> None:  # centre: CdcoConfig's, no default here
         if variant not in VARIANTS:
             raise InputError(f"unknown CDCO variant {variant!r}; allowed: {[v for v in VARIANTS if v]}")
         self.variant = variant

@@ -57,8 +57,8 @@ class CDCOResearchMethod(CDCOMethod):
     description = "CDCO research variant (issue 14): label-aware / debiased negatives, per-space temperatures"
 
     def __init__(self, settings: CdcoResearchConfig | None = None) -> None:
-        super().__init__(None)
         self.settings = settings or CdcoResearchConfig()
+        super().__init__(None, centre=self.settings.centre)
         self.uses_negatives = self.settings.contrastive_scale > 0
 
     def stages(self, cfg: Config) -> list[StageConfig]:
