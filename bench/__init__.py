@@ -13,6 +13,10 @@ from cdco_core.registry import Registry
 
 # name -> run(quick) -> {"comparisons": [...], ...}; the same registry mechanism as methods and samplers.
 BENCHES: Registry[dict[str, Any]] = Registry("bench")
+# One intra-op thread per contender: on the shared 2-core machine, two OpenMP threads per process spin against other
+# processes' threads and timings get many times slower and far noisier. CDCO_BENCH_THREADS overrides it on a
+# dedicated machine. Every contender of a comparison runs at this count (torch, and FAISS's OpenMP pool).
+THREADS = int(os.environ.get("CDCO_BENCH_THREADS", "1"))
 
 
 def _register() -> None:

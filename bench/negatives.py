@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import comparison
+from bench import THREADS, comparison
 
 CHUNK = 1024  # anchors per torch matmul: (1024, 100k) float32 = 400 MB
 
@@ -149,8 +149,13 @@ KINDS = ("hnsw", "ivf", "flat")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    import faiss
+    import torch
+
     from cdco_core.config import load_config
 
+    torch.set_num_threads(THREADS)  # the peer and the indexes at the same thread count (bench.THREADS)
+    faiss.omp_set_num_threads(THREADS)
     cfg = load_config("benchmark")
     d, k = cfg.manifold.n_components, 10
     n_pool, n_anchor = (20_000, 4_000) if quick else (100_000, 20_000)
@@ -175,7 +180,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 rows.append(comparison(f"{label}_{kind}_vs_torch_exact_{data}", ours_s, peer_s, "s", False, target,
                                        speedup=round(peer_s / ours_s, 2), **extra))
     return {"comparisons": rows,
-            "setup": {"pool": n_pool, "anchors": n_anchor, "k": k, "dim": d,
+            "setup": {"pool": n_pool, "anchors": n_anchor, "k": k, "dim": d, "threads": THREADS,
                       "vectors": "'gaussian' = standard normal (worst case for any index), 'clustered' = "
                                  "200 random Gaussian clusters, 'manifold' = UMAP coordinates of the benchmark "
                                  "profile's real OOD pool and ID anchors (see manifold_points)",

@@ -28,13 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import comparison
+from bench import THREADS, comparison
 
 PROFILE = "demo"
 TARGET = 1.5  # ours / peer step time
-# One intra-op thread: on the shared 2-core machine, two OpenMP threads per process spin against other processes'
-# threads and steps get many times slower and far noisier. CDCO_BENCH_THREADS overrides it on a dedicated machine.
-THREADS = int(os.environ.get("CDCO_BENCH_THREADS", "1"))
 TRAINER_STEPS = {False: 100, True: 30}  # steps of each run against the HF Trainer (quick: 30)
 TRAINER_TARGET = 1.0  # ours / peer real tokens per second
 

@@ -82,11 +82,11 @@ def test_random_mode_is_seeded_distinct_and_guarded():
 def test_ivf_sizes_follow_the_pool_unless_given():
     from cdco_core.odms.negatives import ivf_sizes
 
-    assert ivf_sizes(100_000, None, None) == (1265, 101)  # 4·sqrt(M) lists, 8% of them searched
+    assert ivf_sizes(100_000, None, None) == (1265, 89)  # 4·sqrt(M) lists, 7% of them searched
     assert ivf_sizes(100_000, 256, 48) == (256, 48)  # given values win
     assert ivf_sizes(1_000, None, None) == (25, 2)  # at least 39 training points per list
     assert ivf_sizes(50, 64, 100) == (1, 1)
     rng = np.random.default_rng(2)
     pool = rng.normal(size=(4000, 4)).astype(np.float32)
     index = build_index(pool, "ivf")
-    assert (index.nlist, index.nprobe) == ivf_sizes(4000, None, None) == (102, 8)
+    assert (index.nlist, index.nprobe) == ivf_sizes(4000, None, None) == (102, 7)
