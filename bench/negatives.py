@@ -148,6 +148,46 @@ def compare_on(pool: np.ndarray, queries: np.ndarray, k: int, cfg: Any, chunks: 
 KINDS = ("hnsw", "ivf", "flat")
 
 
+def sweep_ivf(settings: list[tuple[int, float]], datasets: tuple[str, ...] = ("gaussian", "clustered", "manifold"),
+              k: int = 10) -> dict[str, Any]:
+    """Speed-up (build + search over torch exact) and recall@k of the IVF index per (k-means iterations, share of
+    the lists probed), each data set's exact result computed once; one thread (``bench.THREADS``). The sweep that
+    set ``IVF_KMEANS_ITERATIONS`` and ``IVF_PROBE_FRACTION``: a development probe, not part of ``run``."""
+    import faiss
+    import torch
+
+    import cdco_core.odms.negatives as neg
+    from cdco_core.config import load_config
+
+    torch.set_num_threads(THREADS)
+    faiss.omp_set_num_threads(THREADS)
+    cfg = load_config("benchmark")
+    saved = neg.IVF_KMEANS_ITERATIONS, neg.IVF_PROBE_FRACTION
+    out: dict[str, Any] = {}
+    try:
+        for data in datasets:
+            if data == "manifold":
+                pool, queries, _ = manifold_points(20_000, cfg.manifold.n_components, cfg.manifold.n_neighbors,
+                                                   cfg.manifold.min_dist)
+            else:
+                pool, queries = random_points(data, 100_000, 20_000, cfg.manifold.n_components)
+            t0 = time.perf_counter()
+            exact = torch_exact(pool, queries, k)
+            exact_s = time.perf_counter() - t0
+            out[data] = {"torch_exact_s": round(exact_s, 2)}
+            for iterations, fraction in settings:
+                neg.IVF_KMEANS_ITERATIONS, neg.IVF_PROBE_FRACTION = iterations, fraction
+                t0 = time.perf_counter()
+                index = neg.build_index(pool, "ivf")
+                found = neg.search(index, queries, k)[1]
+                seconds = time.perf_counter() - t0
+                out[data][f"{iterations} it, {fraction:.0%}"] = {
+                    "speedup": round(exact_s / seconds, 2), "recall": round(recall_at_k(found, exact), 3)}
+    finally:
+        neg.IVF_KMEANS_ITERATIONS, neg.IVF_PROBE_FRACTION = saved
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     import faiss
     import torch
