@@ -112,7 +112,7 @@ def manifold_points(n_anchor: int, d: int, n_neighbors: int, min_dist: float,
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
     vectors = normalize(TruncatedSVD(384, random_state=0).fit_transform(tfidf)).astype(np.float32)
     embed_s = time.perf_counter() - t0
-    use_numba_cache(folder.parent / "numba")
+    use_numba_cache()  # the per-machine compilation cache, as the pipeline uses
     coords, _, _, timing = fit_manifold(vectors, d, n_neighbors, min_dist, sample_size=FIT_SAMPLE, seed=0)
     folder.mkdir(parents=True, exist_ok=True)
     pool, anchors = coords[:len(pool_texts)], coords[len(pool_texts):]

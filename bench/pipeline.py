@@ -11,6 +11,7 @@ server is a child process), sampled every 0.1 s. Target (issue 18): the cold dem
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,39 +27,62 @@ RSS_TARGET_MIB = 3 * 1024
 
 
 def run_sampled(cmd: list[str], env: dict[str, str], every: float = 0.1) -> tuple[subprocess.CompletedProcess,
-                                                                                  dict[str, float]]:
+                                                                                  dict[str, float | None]]:
     """Run ``cmd`` to completion (output captured) while sampling the RSS of it and its descendants.
 
     Returns:
         (the completed process, {"peak_rss_mib": peak of the process itself,
-        "peak_tree_rss_mib": peak of the sum over the process and all its descendants at one sample})
+        "peak_tree_rss_mib": peak of the sum over the process and all its descendants at one sample}); both None
+        when not one sample could be read, so a failed probe never reads as a low peak. If this is interrupted
+        (Ctrl-C), the command and its descendants are killed before the exception goes on.
     """
     import psutil
 
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, stop = {"peak_rss_mib": 0.0, "peak_tree_rss_mib": 0.0}, threading.Event()
+    peak: dict[str, float | None] = {"peak_rss_mib": None, "peak_tree_rss_mib": None}
+    stop = threading.Event()
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
 
-    def sample() -> None:
-        root = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                own = root.memory_info().rss
-                tree = own + sum(_rss(c) for c in root.children(recursive=True))
-            except psutil.Error:  # the process has exited between the poll and the read
-                return
-            peak["peak_rss_mib"] = max(peak["peak_rss_mib"], own / 2**20)
-            peak["peak_tree_rss_mib"] = max(peak["peak_tree_rss_mib"], tree / 2**20)
-            stop.wait(every)
+        def sample() -> None:
+            while not stop.is_set():
+                try:
+                    root = psutil.Process(proc.pid)
+                    own = root.memory_info().rss
+                    tree = own + sum(_rss(c) for c in root.children(recursive=True))
+                except psutil.NoSuchProcess:  # the command has exited (a zombie until communicate reaps it)
+                    return
+                except psutil.Error:  # AccessDenied and the like: skip this sample, keep trying
+                    stop.wait(every)
+                    continue
+                peak["peak_rss_mib"] = max(peak["peak_rss_mib"] or 0.0, own / 2**20)
+                peak["peak_tree_rss_mib"] = max(peak["peak_tree_rss_mib"] or 0.0, tree / 2**20)
+                stop.wait(every)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        stdout, stderr = proc.communicate()
-    finally:
-        stop.set()
-        sampler.join()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            _kill_tree(proc.pid)
+            raise
+        finally:
+            stop.set()
+            sampler.join()
     done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-    return done, {k: round(v, 1) for k, v in peak.items()}
+    return done, {k: None if v is None else round(v, 1) for k, v in peak.items()}
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant (the local Prefect server is one), children first."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def _rss(p: Any) -> int:
@@ -72,7 +96,7 @@ def _rss(p: Any) -> int:
 
 
 def timed_run(profile: str, home: Path, overrides: list[str] | None = None) -> tuple[float, dict[str, Any],
-                                                                                  dict[str, float]]:
+                                                                                  dict[str, float | None]]:
     """(wall seconds, the pipeline's JSON result, its peak memory) of one ``cdco run`` in a subprocess."""
     env = {**os.environ, "CDCO_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
            "PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -103,7 +127,8 @@ def measure(profile: str) -> dict[str, Any]:
                       cold_cached_steps=sum(s["cached"] for s in first["steps"].values()),
                       cold_peak_rss_mib=cold_memory["peak_rss_mib"],
                       cold_peak_tree_rss_mib=cold_memory["peak_tree_rss_mib"], peak_rss_target_mib=RSS_TARGET_MIB,
-                      peak_rss_meets=cold_memory["peak_tree_rss_mib"] <= RSS_TARGET_MIB)
+                      peak_rss_meets=cold_memory["peak_tree_rss_mib"] is not None
+                      and cold_memory["peak_tree_rss_mib"] <= RSS_TARGET_MIB)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
