@@ -61,7 +61,7 @@ class NegativesConfig(Strict):
     k: int = Field(8, ge=1)  # hard negatives kept per anchor
     index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat is exact; ivf/hnsw for pools above ~1e5
     # null = from the pool size M: 4·sqrt(M) lists, 7% of them searched (cdco_core.odms.negatives.ivf_sizes);
-    # on 100k 16-d points that is 11-13x exact search with the index build counted at recall@10 >= 0.95
+    # on 100k 16-d points: 8-12x exact search with the index build counted, recall@10 >= 0.966 (bench/README.md)
     ivf_nlist: int | None = Field(None, ge=1)
     ivf_nprobe: int | None = Field(None, ge=1)  # lists searched: more = higher recall, slower
     hnsw_m: int = Field(32, ge=4)
