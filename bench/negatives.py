@@ -148,29 +148,45 @@ def compare_on(pool: np.ndarray, queries: np.ndarray, k: int, cfg: Any, chunks: 
 KINDS = ("hnsw", "ivf", "flat")
 
 
+def _pinned_config() -> Any:
+    """The ``benchmark`` profile's config, with torch and FAISS pinned to ``bench.THREADS`` threads: the peer and
+    the indexes run at the same thread count."""
+    import faiss
+    import torch
+
+    from cdco_core.config import load_config
+
+    torch.set_num_threads(THREADS)
+    faiss.omp_set_num_threads(THREADS)
+    return load_config("benchmark")
+
+
+def _points(data: str, cfg: Any, n_pool: int, n_anchor: int,
+            info: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, queries) of one data set: ``gaussian`` or ``clustered`` (``n_pool`` x ``n_anchor``), or ``manifold``
+    (the real pool's UMAP coordinates; at most ``n_anchor`` of its anchors; its description goes into ``info``)."""
+    if data != "manifold":
+        return random_points(data, n_pool, n_anchor, cfg.manifold.n_components)
+    pool, anchors, described = manifold_points(20_000, cfg.manifold.n_components, cfg.manifold.n_neighbors,
+                                               cfg.manifold.min_dist)
+    if info is not None:
+        info.update(described)
+    return pool, anchors[:n_anchor]
+
+
 def sweep_ivf(settings: list[tuple[int, float]], datasets: tuple[str, ...] = ("gaussian", "clustered", "manifold"),
               k: int = 10) -> dict[str, Any]:
     """Speed-up (build + search over torch exact) and recall@k of the IVF index per (k-means iterations, share of
     the lists probed), each data set's exact result computed once; one thread (``bench.THREADS``). The sweep that
     set ``IVF_KMEANS_ITERATIONS`` and ``IVF_PROBE_FRACTION``: a development probe, not part of ``run``."""
-    import faiss
-    import torch
-
     import cdco_core.odms.negatives as neg
-    from cdco_core.config import load_config
 
-    torch.set_num_threads(THREADS)
-    faiss.omp_set_num_threads(THREADS)
-    cfg = load_config("benchmark")
+    cfg = _pinned_config()
     saved = neg.IVF_KMEANS_ITERATIONS, neg.IVF_PROBE_FRACTION
     out: dict[str, Any] = {}
     try:
         for data in datasets:
-            if data == "manifold":
-                pool, queries, _ = manifold_points(20_000, cfg.manifold.n_components, cfg.manifold.n_neighbors,
-                                                   cfg.manifold.min_dist)
-            else:
-                pool, queries = random_points(data, 100_000, 20_000, cfg.manifold.n_components)
+            pool, queries = _points(data, cfg, 100_000, 20_000)
             t0 = time.perf_counter()
             exact = torch_exact(pool, queries, k)
             exact_s = time.perf_counter() - t0
@@ -189,23 +205,12 @@ def sweep_ivf(settings: list[tuple[int, float]], datasets: tuple[str, ...] = ("g
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    import faiss
-    import torch
-
-    from cdco_core.config import load_config
-
-    torch.set_num_threads(THREADS)  # the peer and the indexes at the same thread count (bench.THREADS)
-    faiss.omp_set_num_threads(THREADS)
-    cfg = load_config("benchmark")
+    cfg = _pinned_config()
     d, k = cfg.manifold.n_components, 10
     n_pool, n_anchor = (20_000, 4_000) if quick else (100_000, 20_000)
-    rows, detail = [], {}
-    real_pool, real_anchors, real_info = manifold_points(20_000, d, cfg.manifold.n_neighbors, cfg.manifold.min_dist)
+    rows, detail, real_info = [], {}, {}
     for data in ("gaussian", "clustered", "manifold"):
-        if data == "manifold":
-            pool, queries = real_pool, real_anchors[:n_anchor]
-        else:
-            pool, queries = random_points(data, n_pool, n_anchor, d)
+        pool, queries = _points(data, cfg, n_pool, n_anchor, info=real_info)
         r = compare_on(pool, queries, k, cfg.negatives, chunks=4)
         peer_s = r["search_s"]["torch"]
         detail[data] = {"pool": len(pool), "anchors": len(queries), "torch_exact_s": round(peer_s, 3), **{kind: {
