@@ -17,12 +17,19 @@ from typing import Any
 
 
 def _published(home: Path, step: str) -> list[tuple[dict[str, Any], float]]:
-    """(outputs.json, the record's mtime) of every published folder of ``step``."""
+    """(outputs, the record's mtime) of every published folder of ``step`` whose record verifies (the cache's own
+    :func:`~cdco_core.cache.read_record`: every listed file still has its sha256); anything else is left out."""
+    from cdco_core.cache import RECORD, read_record
+
     out = []
     for d in sorted((home / "steps" / step).glob("*")):
-        if d.name.endswith(".partial") or not (d / "record.json").is_file():
-            continue
-        out.append((json.loads((d / "outputs.json").read_text(encoding="utf-8")), (d / "record.json").stat().st_mtime))
+        try:
+            key = json.loads((d / RECORD).read_text(encoding="utf-8"))["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # in progress (.partial), or not a record
+        record = read_record(d, key)
+        if record is not None:
+            out.append((record.outputs, (d / RECORD).stat().st_mtime))
     return out
 
 
