@@ -181,6 +181,28 @@ def _shares_table(shares: dict[str, dict[str, float]], methods: list[str]) -> st
     return _md_table(pd.DataFrame(rows)) if rows else ""
 
 
+def same_weight_groups(finals: dict[tuple[str, int], str], methods: list[str], seeds: list[int]) -> list[list[str]]:
+    """Methods whose last training stage wrote byte-identical weights at every seed: one model under several names.
+
+    An ablation that removes a term no stage of the profile uses (``cdco_no_poincare`` under a schedule without a
+    Poincaré stage) trains exactly what its parent trains; its row then repeats the parent's and every difference
+    between them is zero. Said in the report so that nobody reads the pair as two results.
+
+    Args:
+        finals: (method, seed) -> ``weights_sha256`` of the method's last stage at that seed.
+        methods, seeds: the comparison's rows and seeds; a method missing a seed is in no group.
+
+    Returns:
+        groups of at least two methods, each in ``methods`` order, groups ordered by their first method.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for m in methods:
+        digests = tuple(finals.get((m, s)) for s in seeds)
+        if seeds and all(digests):
+            groups.setdefault(digests, []).append(m)  # type: ignore[arg-type]
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def floor_warnings(results: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> list[str]:
     """One line per (method, seed, ID task) whose trained head scores at or below the task's majority-class floor."""
     out = []
@@ -312,7 +334,7 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
                    protocol: dict[str, str], comparators_: list[str], plots: list[str], wall_s: float,
                    sections: list[tuple[str, list[str]]] | None = None,
                    scope_names: list[str] | None = None, warnings: list[str] | None = None,
-                   step_shares: str = "") -> Path:
+                   step_shares: str = "", same_weights: list[list[str]] | None = None) -> Path:
     """Write comparison.md: how it was measured, the tables, the bootstrap table, protocol notes, plots, wall time."""
     sections = sections or [("Results", list(table.columns))]
     if scope_names is None:
@@ -343,6 +365,13 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
                   "frozen probe, `frozen`, is the other floor every method should clear).", ""]
     if warnings:
         lines += ["## Warnings: trained heads at the majority-class floor", "", *[f"- {w}" for w in warnings], ""]
+    if same_weights:
+        lines += ["## One model under several names", "",
+                  "These methods' last stages wrote the same weights (sha256 of `weights.safetensors`) at every seed: "
+                  "each group is one trained model, so the differences between its rows are zero by construction "
+                  "and say nothing about what tells the methods apart (an ablation in a group removes nothing on this "
+                  "profile).", "",
+                  *[f"- {', '.join(f'`{m}`' for m in g)}" for g in same_weights], ""]
     if step_shares:
         lines += ["## Training steps per task", "", "Share of each method's training steps (all stages and seeds) "
                   "whose batch came from each task; `mixed` = a batch-level sampler's batch of several tasks.", "",
@@ -382,7 +411,8 @@ def _protocol_notes(results: list[dict[str, Any]], order: list[str]) -> dict[str
 
 def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods: list[str], seeds: list[int],
                  t0: float, floors: dict[str, dict[str, Any]] | None = None,
-                 step_shares: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                 step_shares: dict[str, dict[str, float]] | None = None,
+                 final_weights: dict[tuple[str, int], str] | None = None) -> dict[str, Any]:
     """The comparison files in ``out`` from the evaluations of every method x seed.
 
     Args:
@@ -394,10 +424,12 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
         floors: :func:`majority_floors` of the tasks: a floor row in the table, and a warning for every trained
             head at or below its floor.
         step_shares: :func:`task_step_shares` of the methods' training histories (a section of comparison.md).
+        final_weights: (method, seed) -> the last stage's ``weights_sha256``, for :func:`same_weight_groups`.
 
     Returns:
         {"csv", "md", "plots": [...] (file names in ``out``), "table": [{method, column: "mean ± sd"}], "numbers",
-         "bootstrap", "comparators", "floors", "warnings", "step_shares", "methods", "seeds", "wall_s"}
+         "bootstrap", "comparators", "floors", "warnings", "same_weights", "step_shares", "methods", "seeds",
+         "wall_s"}
     """
     from cdco_core.evaluation.plots import plot_kind_bars, plot_task_deltas
 
@@ -416,6 +448,9 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
     warnings = floor_warnings(results, floors)
     for w in warnings:
         log.warning("%s", w)
+    same = same_weight_groups(final_weights or {}, methods, seeds)
+    for g in same:
+        log.warning("one trained model under several names (same weights at every seed): %s", ", ".join(g))
     if floors:
         table.loc[FLOOR_ROW] = _floor_row(list(table.columns), floors)
     preds = {(r["method"], r["seed"]): pd.read_parquet(r["predictions"]) for r in results}
@@ -435,11 +470,11 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
     wall = time.perf_counter() - t0
     md_path = write_markdown(out / "comparison.md", cfg, table, boot, seeds, protocol, against, plots, wall,
                              _sections(table, entries, main_metric, scope_names), scope_names, warnings,
-                             _shares_table(step_shares or {}, methods))
+                             _shares_table(step_shares or {}, methods), same)
     result = {"csv": csv_path.name, "md": md_path.name, "plots": [Path(p).name for p in plots],
               "table": table.reset_index().to_dict(orient="records"), "numbers": numbers,
               "bootstrap": boot.to_dict(orient="records"), "comparators": against, "floors": floors,
-              "warnings": warnings, "step_shares": step_shares or {}, "methods": methods,
+              "warnings": warnings, "same_weights": same, "step_shares": step_shares or {}, "methods": methods,
               "seeds": seeds, "wall_s": round(wall, 2)}
     write_json(result, out / "results.json")
     return result

@@ -1,7 +1,8 @@
 """Step ``report``: the comparison over every evaluated method and seed (:mod:`cdco_core.evaluation.compare`).
 
 Inputs: every ``evaluate`` record, in method x seed order, every task (for the majority-class floors) and every
-``train`` record (for the share of steps each task received).
+``train`` record (for the share of steps each task received, and each run's final weights: methods that trained
+the same bytes are named as one model).
 Writes comparison.csv, comparison.md, bootstrap.csv, results.json and the plots.
 """
 
@@ -32,13 +33,18 @@ def compute(call: StepCall) -> dict[str, Any]:
                for i in call.node.inputs if i.startswith("evaluate[")]
     floors = majority_floors([open_task(call.inputs[i]) for i in call.node.inputs if i.startswith("prepare[")])
     histories: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
+    last: dict[tuple[str, int], tuple[int, str]] = {}  # (method, seed) -> (stage index, weights sha256)
     for i in call.node.inputs:
         if i.startswith("train["):
             rec = call.inputs[i]
             meta = json.loads(rec.path("meta.json").read_text(encoding="utf-8"))  # a file of the verified record
-            histories.setdefault((meta["method"], int(meta["seed"])), []).append(meta["history"])
+            run = (meta["method"], int(meta["seed"]))
+            histories.setdefault(run, []).append(meta["history"])
+            if run not in last or meta["index"] > last[run][0]:
+                last[run] = (int(meta["index"]), meta["weights_sha256"])
     return write_report(call.cfg, results, call.out, call.node.params["methods"], call.node.params["seeds"], t0,
-                        floors=floors, step_shares=task_step_shares(histories))
+                        floors=floors, step_shares=task_step_shares(histories),
+                        final_weights={run: sha for run, (_, sha) in last.items()})
 
 
 STEP = Step("report", section, compute, label=lambda node: "comparison")

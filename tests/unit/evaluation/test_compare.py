@@ -172,3 +172,32 @@ def test_task_step_shares_pool_stages_and_seeds_and_keep_mixed_batches():
     assert shares["ca_mtl"] == {"mixed": 0.5, "sst2": 0.5}
     md = C._shares_table(shares, ["cdco", "ca_mtl"])
     assert "| cdco | 0.000 | 0.333 | 0.667 |" in md.replace("  ", " ")
+
+
+def test_same_weight_groups_need_every_seed_and_keep_method_order():
+    finals = {("cdco", 0): "a", ("cdco", 1): "b", ("cdco_no_poincare", 0): "a", ("cdco_no_poincare", 1): "b",
+              ("cdco_no_euclidean", 0): "a", ("cdco_no_euclidean", 1): "c",  # same first seed only: not one model
+              ("frozen", 0): "f"}  # a seed missing: in no group
+    methods = ["cdco_no_poincare", "cdco", "cdco_no_euclidean", "frozen"]
+    assert C.same_weight_groups(finals, methods, [0, 1]) == [["cdco_no_poincare", "cdco"]]
+    assert C.same_weight_groups(finals, methods, [0]) == [["cdco_no_poincare", "cdco", "cdco_no_euclidean"]]
+    assert C.same_weight_groups(finals, ["cdco", "frozen"], [0, 1]) == []
+
+
+def test_report_names_one_model_under_two_names(tmp_path, smoke_cfg):
+    preds = _preds(np.random.default_rng(0))
+    preds[("twin", 0)], preds[("twin", 1)] = preds[("cdco", 0)], preds[("cdco", 1)]
+    results = []
+    for r in RESULTS + [{**x, "method": "twin"} for x in RESULTS if x["method"] == "cdco"]:
+        path = tmp_path / f"{r['method']}-{r['seed']}.parquet"
+        preds[(r["method"], r["seed"])].to_parquet(path)
+        results.append({**r, "protocol": {"a": "trained_head", "b": "fresh_head"}, "predictions": str(path)})
+    methods = ["cdco", "lora_mtl", "twin"]
+    finals = {("cdco", 0): "w0", ("cdco", 1): "w1", ("twin", 0): "w0", ("twin", 1): "w1",
+              ("lora_mtl", 0): "v0", ("lora_mtl", 1): "v1"}
+    res = C.write_report(smoke_cfg, results, tmp_path, methods, [0, 1], 0.0, final_weights=finals)
+    assert res["same_weights"] == [["cdco", "twin"]]
+    md = (tmp_path / "comparison.md").read_text()
+    assert "## One model under several names" in md and "- `cdco`, `twin`" in md
+    res = C.write_report(smoke_cfg, results, tmp_path, methods, [0, 1], 0.0)  # no weights known: no claim
+    assert res["same_weights"] == [] and "One model" not in (tmp_path / "comparison.md").read_text()

@@ -71,6 +71,7 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     for by_task in shares.values():
         assert set(by_task) <= {"rotten_tomatoes", "sms_spam"} and sum(by_task.values()) == pytest.approx(1, abs=1e-3)
     assert "## Training steps per task" in md
+    assert res["same_weights"] == [] and "One model" not in md  # adapters + heads vs heads: two models
 
     # the same seed again, without the evaluation and feature caches (re-encode, refit the heads; the trained
     # weights come from the trainer's cache, whose determinism the trainer tests): the same numbers
@@ -83,6 +84,15 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
     first = long[(long.method == "lora_mtl") & (long.seed == 0) & ~long.task.isin(["average", "cost"])]
     for row in first.itertuples():
         assert again.outputs["metrics"][row.task][row.metric] == pytest.approx(row.value, abs=1e-12)
+
+
+def test_an_ablation_that_removes_nothing_is_reported_as_the_same_model(tmp_path, cdco_home):
+    # one task-only stage: the Poincaré term cdco_no_poincare drops is in no stage, so it trains cdco's bytes
+    stage = "{name: warmup, groups: [all], losses: {task: 1.0}, steps: 1, lr: 5.0e-3}"
+    cfg = load_profile("smoke", [f"train.stages=[{stage}]", "data.max_rows.train=32", "data.max_rows.validation=16"])
+    res = run_comparison(cfg, methods=["cdco", "frozen", "cdco_no_poincare"], seeds=[0], out_dir=tmp_path)
+    assert res["same_weights"] == [["cdco", "cdco_no_poincare"]]
+    assert "- `cdco`, `cdco_no_poincare`" in open(res["md"]).read()
 
 
 def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_path, cdco_home):
