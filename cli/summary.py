@@ -68,7 +68,7 @@ def compare_summary(result: dict[str, Any], wall_s: float) -> str:
     if result.get("plots"):
         lines.append(f"{'plots':<11} {', '.join(result['plots'])}")
     lines += [f"{'warning':<11} {w}" for w in result.get("warnings") or []]  # heads at the majority-class floor
-    lines += [f"{'one model':<11} {' = '.join(g)}: the same weights at every seed, their rows do not differ"
+    lines += [f"{'one model':<11} {' = '.join(g)}: the same weights at every seed, their scores do not differ"
               for g in result.get("same_weights") or []]
     if result.get("mlflow_run_id"):
         lines.append(_mlflow_line(result))

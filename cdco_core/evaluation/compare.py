@@ -17,6 +17,7 @@ Files written by :func:`write_report` (the ``report`` step):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -181,26 +182,35 @@ def _shares_table(shares: dict[str, dict[str, float]], methods: list[str]) -> st
     return _md_table(pd.DataFrame(rows)) if rows else ""
 
 
-def same_weight_groups(finals: dict[tuple[str, int], str], methods: list[str], seeds: list[int]) -> list[list[str]]:
+def same_weight_groups(finals: dict[tuple[str, int], str], methods: list[str], seeds: list[int],
+                       scores: dict[tuple[str, int], str] | None = None) -> list[list[str]]:
     """Methods whose last training stage wrote byte-identical weights at every seed: one model under several names.
 
     An ablation that removes a term no stage of the profile uses (``cdco_no_poincare`` under a schedule without a
-    Poincaré stage) trains exactly what its parent trains; its row then repeats the parent's and every difference
+    Poincaré stage) trains exactly what its parent trains; its scores then repeat the parent's and every difference
     between them is zero. Said in the report so that nobody reads the pair as two results.
 
     Args:
         finals: (method, seed) -> ``weights_sha256`` of the method's last stage at that seed.
         methods, seeds: the comparison's rows and seeds; a method missing a seed is in no group.
+        scores: (method, seed) -> a digest of its predictions; when given, a group must also have predicted the
+            same (a method's own evaluation settings, e.g. from ``--tuned``, can score equal weights differently).
 
     Returns:
         groups of at least two methods, each in ``methods`` order, groups ordered by their first method.
     """
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[tuple[tuple[str | None, str], ...], list[str]] = {}
     for m in methods:
-        digests = tuple(finals.get((m, s)) for s in seeds)
-        if seeds and all(digests):
-            groups.setdefault(digests, []).append(m)  # type: ignore[arg-type]
+        runs = tuple((finals.get((m, s)), (scores or {}).get((m, s), "")) for s in seeds)
+        if seeds and all(weights for weights, _ in runs):
+            groups.setdefault(runs, []).append(m)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def predictions_digest(preds: pd.DataFrame) -> str:
+    """A digest of one run's predictions, independent of row order (rows sorted by task and example id)."""
+    rows = preds.sort_values(["task", "example_id"], kind="stable").reset_index(drop=True)
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def floor_warnings(results: list[dict[str, Any]], floors: dict[str, dict[str, Any]]) -> list[str]:
@@ -367,10 +377,10 @@ def write_markdown(path: Path, cfg: Config, table: pd.DataFrame, boot: pd.DataFr
         lines += ["## Warnings: trained heads at the majority-class floor", "", *[f"- {w}" for w in warnings], ""]
     if same_weights:
         lines += ["## One model under several names", "",
-                  "These methods' last stages wrote the same weights (sha256 of `weights.safetensors`) at every seed: "
-                  "each group is one trained model, so the differences between its rows are zero by construction "
-                  "and say nothing about what tells the methods apart (an ablation in a group removes nothing on this "
-                  "profile).", "",
+                  "These methods' last stages wrote the same weights (sha256 of `weights.safetensors`) and their "
+                  "evaluations the same predictions at every seed: each group is one trained model, so the "
+                  "differences between their scores are zero and say nothing about what tells the methods apart (an "
+                  "ablation in a group removes nothing on this profile; only the measured s/step differs).", "",
                   *[f"- {', '.join(f'`{m}`' for m in g)}" for g in same_weights], ""]
     if step_shares:
         lines += ["## Training steps per task", "", "Share of each method's training steps (all stages and seeds) "
@@ -448,12 +458,14 @@ def write_report(cfg: Config, results: list[dict[str, Any]], out: Path, methods:
     warnings = floor_warnings(results, floors)
     for w in warnings:
         log.warning("%s", w)
-    same = same_weight_groups(final_weights or {}, methods, seeds)
-    for g in same:
-        log.warning("one trained model under several names (same weights at every seed): %s", ", ".join(g))
     if floors:
         table.loc[FLOOR_ROW] = _floor_row(list(table.columns), floors)
     preds = {(r["method"], r["seed"]): pd.read_parquet(r["predictions"]) for r in results}
+    same = same_weight_groups(final_weights or {}, methods, seeds,
+                              scores={run: predictions_digest(p) for run, p in preds.items()})
+    for g in same:
+        log.warning("one trained model under several names (same weights and predictions at every seed): %s",
+                    ", ".join(g))
     against = comparators(methods, numbers)
     pairs: list[tuple[str, str]] = []
     for c in against:

@@ -111,7 +111,7 @@ def test_run_summary_reads_like_a_report():
     assert not any(ln.startswith("MLflow") for ln in comp)  # --no-track: no run to name
     twins = compare_summary({"methods": ["cdco", "cdco_no_poincare"], "seeds": [0], "table": [],
                              "same_weights": [["cdco", "cdco_no_poincare"]]}, 1.0).splitlines()
-    assert twins[-1].startswith("one model   cdco = cdco_no_poincare: the same weights at every seed")
+    assert twins[-1].startswith("one model   cdco = cdco_no_poincare: the same weights at every seed, their scores")
     tracked = compare_summary({"methods": ["cdco"], "seeds": [0], "table": [], "mlflow_run_id": "r1",
                                "mlflow_url": "http://mlflow:5000/#/experiments/1/runs/r1"}, 3.0).splitlines()
     assert tracked[-1] == "MLflow      http://mlflow:5000/#/experiments/1/runs/r1"

@@ -182,6 +182,19 @@ def test_same_weight_groups_need_every_seed_and_keep_method_order():
     assert C.same_weight_groups(finals, methods, [0, 1]) == [["cdco_no_poincare", "cdco"]]
     assert C.same_weight_groups(finals, methods, [0]) == [["cdco_no_poincare", "cdco", "cdco_no_euclidean"]]
     assert C.same_weight_groups(finals, ["cdco", "frozen"], [0, 1]) == []
+    # equal weights scored differently (a method's own evaluation settings): not one model
+    scores = {(m, s): "p" for m in methods for s in (0, 1)} | {("cdco_no_poincare", 1): "q"}
+    assert C.same_weight_groups(finals, methods, [0, 1], scores) == []
+    assert C.same_weight_groups(finals, methods, [0], scores) == [["cdco_no_poincare", "cdco", "cdco_no_euclidean"]]
+
+
+def test_predictions_digest_ignores_row_order_and_sees_one_changed_prediction():
+    preds = _preds(np.random.default_rng(3))[("cdco", 0)]
+    same = preds.sample(frac=1.0, random_state=7)
+    assert C.predictions_digest(same) == C.predictions_digest(preds)
+    changed = preds.copy()
+    changed.iloc[5, changed.columns.get_loc("pred")] += 1
+    assert C.predictions_digest(changed) != C.predictions_digest(preds)
 
 
 def test_report_names_one_model_under_two_names(tmp_path, smoke_cfg):
@@ -201,3 +214,7 @@ def test_report_names_one_model_under_two_names(tmp_path, smoke_cfg):
     assert "## One model under several names" in md and "- `cdco`, `twin`" in md
     res = C.write_report(smoke_cfg, results, tmp_path, methods, [0, 1], 0.0)  # no weights known: no claim
     assert res["same_weights"] == [] and "One model" not in (tmp_path / "comparison.md").read_text()
+    other = preds[("lora_mtl", 1)]  # the twin's second seed predicts something else: its weights do not decide
+    other.to_parquet(results[-1]["predictions"])
+    res = C.write_report(smoke_cfg, results, tmp_path, methods, [0, 1], 0.0, final_weights=finals)
+    assert res["same_weights"] == []

@@ -87,12 +87,17 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
 
 
 def test_an_ablation_that_removes_nothing_is_reported_as_the_same_model(tmp_path, cdco_home):
-    # one task-only stage: the Poincaré term cdco_no_poincare drops is in no stage, so it trains cdco's bytes
-    stage = "{name: warmup, groups: [all], losses: {task: 1.0}, steps: 1, lr: 5.0e-3}"
-    cfg = load_profile("smoke", [f"train.stages=[{stage}]", "data.max_rows.train=32", "data.max_rows.validation=16"])
-    res = run_comparison(cfg, methods=["cdco", "frozen", "cdco_no_poincare"], seeds=[0], out_dir=tmp_path)
-    assert res["same_weights"] == [["cdco", "cdco_no_poincare"]]
-    assert "- `cdco`, `cdco_no_poincare`" in open(res["md"]).read()
+    # a task-only stage, then a Poincaré stage (in-batch negatives only: no ODMS work). cdco_no_euclidean drops a
+    # term no stage uses: cdco's bytes. cdco_no_poincare shares the first stage's bytes and trains the second on the
+    # task alone: another model, which a report reading the first stage instead of the last would miss.
+    stages = ("[{name: warmup, groups: [all], losses: {task: 1.0}, steps: 1, lr: 5.0e-3}, {name: poincare, "
+              "groups: [upper], losses: {task: 1.0, poincare: 0.5}, space: poincare, steps: 1, lr: 5.0e-3}]")
+    cfg = load_profile("smoke", [f"train.stages={stages}", "train.n_hard_negatives=0", "data.max_rows.train=32",
+                                 "data.max_rows.validation=16"])
+    res = run_comparison(cfg, methods=["cdco", "cdco_no_poincare", "cdco_no_euclidean"], seeds=[0],
+                         out_dir=tmp_path)
+    assert res["same_weights"] == [["cdco", "cdco_no_euclidean"]]
+    assert "- `cdco`, `cdco_no_euclidean`" in open(res["md"]).read()
 
 
 def test_parallel_jobs_give_the_numbers_of_the_serial_run(short_smoke_cfg, tmp_path, cdco_home):
