@@ -7,13 +7,18 @@ For a config, methods and seeds the plan holds, in dependency order::
     manifold[seed<s>], negatives[seed<s>] one each per training seed and distinct ODMS configuration (an ablation
                                           may add its own): the pool sample, UMAP fit and negatives are drawn
                                           per training seed, so the seeds' spread includes the ODMS draw
-    train[<method>/seed<s>/<i>-<stage>]   one per stage, each reading the one before it
+    train[<method>/seed<s>/<i>-<stage>]   one per stage, each reading the one before it; a stage that another
+                                          registration trains identically is that registration's node (below)
     evaluate[<method>/seed<s>]            reads the last stage and every task
     report                                reads every evaluation, the tasks and every stage (only when asked for)
 
 A node names its step, the method whose config it reads (a method's :meth:`~cdco_core.methods.base.Method.configure`
 may change shared sections) and its inputs (other nodes). Two methods that need the same ODMS output share one
-node, so nothing is computed twice. The local runner (:mod:`cdco_core.runner`) and the Prefect flow
+node, so nothing is computed twice. The same holds for a training stage of a registration declared to share
+another's (:mod:`cdco_core.methods.sharing`): CDCO's ablations that remove a term no stage of the
+schedule uses (``cdco_no_poincare`` under the default schedule) train ``cdco``'s stages, and every ablation shares
+``cdco``'s task-only warm-up. Such a stage is one node, named by the first method that needs it;
+:attr:`Plan.chains` lists each method x seed's stages. The local runner (:mod:`cdco_core.runner`) and the Prefect flow
 (``flows/full_pipeline.py``) both execute nodes with :func:`cdco_core.steps.execute`.
 """
 
@@ -58,6 +63,7 @@ class Plan:
     nodes: dict[str, Node]
     methods: list[str]
     seeds: list[int]
+    chains: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # (method, seed) -> its train node ids
 
     def config_for(self, node: Node) -> Config:
         return self.configs[node.method] if node.method else self.cfg
@@ -77,7 +83,11 @@ class Plan:
         return [n for n in self.nodes if n in need]
 
     def last_stage(self, method: str, seed: int) -> Node:
-        return [n for n in self.of_step("train") if n.method == method and n.params["seed"] == seed][-1]
+        return self.nodes[self.chains[(method, seed)][-1]]
+
+    def runs(self) -> list[list[Any]]:
+        """``[[method, seed, [train node ids]], ...]``: the chains as JSON, for the report node."""
+        return [[m, s, list(ids)] for (m, s), ids in self.chains.items()]
 
 
 def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] | None = None,
@@ -119,6 +129,7 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
     for s in specs:
         plan.nodes[f"prepare[{s.name}]"] = Node(f"prepare[{s.name}]", "prepare", params={"task": s.name})
     odms_ids: dict[str, str] = {}  # signature of an ODMS node -> its id, so methods share identical ones
+    stage_ids: dict[str, str] = {}  # signature of a training stage -> its id (cdco_core.methods.sharing)
     for name in methods:
         base = with_overrides(cfg, tuned[name], f"tuned settings of {name}") if tuned.get(name) else cfg
         method = get_method(name, base)
@@ -133,12 +144,21 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
         for seed in seeds:
             negatives = _add_odms(plan, name, mcfg, odms_ids, seed) if needs_odms else None
             previous = None
+            chain = plan.chains[(name, seed)] = []
             for i, (stage, con) in enumerate(zip(stages, contrastive, strict=True)):
                 nid = f"train[{name}/seed{seed}/{i}-{stage.name}]"
                 inputs = [*id_tasks, *([previous] if previous else [])]
                 if con and negatives:
                     inputs += [negatives, *ood_tasks]
-                plan.nodes[nid] = Node(nid, "train", name, {"seed": seed, "stage": i}, inputs)
+                node = Node(nid, "train", name, {"seed": seed, "stage": i}, inputs)
+                sig = _stage_signature(method, mcfg, node)
+                if sig is not None and sig in stage_ids:
+                    nid = stage_ids[sig]  # another registration trains these bytes: read its node
+                else:
+                    plan.nodes[nid] = node
+                    if sig is not None:
+                        stage_ids[sig] = nid
+                chain.append(nid)
                 previous = nid
             eid = f"evaluate[{name}/seed{seed}]" if split == "report" else f"evaluate[{name}/seed{seed}/dev]"
             params = {"seed": seed} if split == "report" else {"seed": seed, "split": "dev"}
@@ -148,9 +168,26 @@ def build_plan(cfg: Config, methods: list[str] | None = None, seeds: list[int] |
         evals = [n.id for n in plan.of_step("evaluate")]
         floors = [f"prepare[{s.name}]" for s in specs]  # the majority-class floor per classification task
         trains = [n.id for n in plan.of_step("train")]  # the share of steps each task received
-        plan.nodes["report"] = Node("report", "report", params={"methods": methods, "seeds": seeds},
+        plan.nodes["report"] = Node("report", "report", params={"methods": methods, "seeds": seeds,
+                                                                "runs": plan.runs()},
                                     inputs=evals + floors + trains)
     return plan
+
+
+def _stage_signature(method: Any, mcfg: Config, node: Node) -> str | None:
+    """What decides the bytes of training stage ``node``, or None when its registration shares with no other
+    (:mod:`cdco_core.methods.sharing`): the declared family, the method's class and code, the stage's cache section
+    without the method's name (settings, model, adapters, training settings, the stage and its place in the
+    schedule, the seed) and the inputs, which already name shared nodes."""
+    from cdco_core.methods.sharing import stage_family
+    from cdco_core.steps.train import method_module, section
+
+    family = stage_family(node.method)
+    if family is None:
+        return None
+    sec = {k: v for k, v in section(mcfg, node).items() if k != "method"}
+    cls = f"{type(method).__module__}.{type(method).__qualname__}"
+    return sha256_json([family, cls, method_module(node.method), sec, node.inputs])
 
 
 def _check_seeds(seeds: list[int]) -> list[int]:

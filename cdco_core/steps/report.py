@@ -2,7 +2,8 @@
 
 Inputs: every ``evaluate`` record, in method x seed order, every task (for the majority-class floors) and every
 ``train`` record (for the share of steps each task received, and each run's final weights: methods that trained
-the same bytes are named as one model).
+the same bytes are named as one model). ``params["runs"]`` lists each method x seed's stages
+(:meth:`~cdco_core.plan.Plan.runs`): a stage shared by several methods is one record.
 Writes comparison.csv, comparison.md, bootstrap.csv, results.json and the plots.
 """
 
@@ -32,19 +33,15 @@ def compute(call: StepCall) -> dict[str, Any]:
     results = [{**call.inputs[i].outputs, "predictions": str(call.inputs[i].path("predictions.parquet"))}
                for i in call.node.inputs if i.startswith("evaluate[")]
     floors = majority_floors([open_task(call.inputs[i]) for i in call.node.inputs if i.startswith("prepare[")])
+    metas = {i: json.loads(call.inputs[i].path("meta.json").read_text(encoding="utf-8"))  # verified records' files
+             for i in call.node.inputs if i.startswith("train[")}
     histories: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
-    last: dict[tuple[str, int], tuple[int, str]] = {}  # (method, seed) -> (stage index, weights sha256)
-    for i in call.node.inputs:
-        if i.startswith("train["):
-            rec = call.inputs[i]
-            meta = json.loads(rec.path("meta.json").read_text(encoding="utf-8"))  # a file of the verified record
-            run = (meta["method"], int(meta["seed"]))
-            histories.setdefault(run, []).append(meta["history"])
-            if run not in last or meta["index"] > last[run][0]:
-                last[run] = (int(meta["index"]), meta["weights_sha256"])
+    finals: dict[tuple[str, int], str] = {}  # (method, seed) -> the last stage's weights sha256
+    for method, seed, chain in call.node.params["runs"]:  # a stage shared by several methods counts for each
+        histories[(method, int(seed))] = [metas[i]["history"] for i in chain]
+        finals[(method, int(seed))] = metas[chain[-1]]["weights_sha256"]
     return write_report(call.cfg, results, call.out, call.node.params["methods"], call.node.params["seeds"], t0,
-                        floors=floors, step_shares=task_step_shares(histories),
-                        final_weights={run: sha for run, (_, sha) in last.items()})
+                        floors=floors, step_shares=task_step_shares(histories), final_weights=finals)
 
 
 STEP = Step("report", section, compute, label=lambda node: "comparison")

@@ -2,7 +2,8 @@
 variant ``cdco_r`` (:mod:`.research`).
 
 This module is imported by ``cdco_core.methods`` alone, so it is in no training step's code closure: registering
-a variant here leaves every cached stage of the other methods valid (``cdco_core/cache.py``).
+a variant here leaves every cached stage of the other methods valid (``cdco_core/cache.py``). The four ablations
+declare that they may share ``cdco``'s stages (:mod:`cdco_core.methods.sharing`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import Field
 from cdco_core.methods.cdco import build_cdco
 from cdco_core.methods.cdco.research_config import CdcoConfig, CdcoResearchConfig
 from cdco_core.methods.registry import register_method
+from cdco_core.methods.sharing import same_stages_as
 
 for _variant, _text in {
     "no_poincare": "CDCO without the Poincaré term",
@@ -24,6 +26,10 @@ for _variant, _text in {
 }.items():
     register_method(f"cdco_{_variant}", partial(build_cdco, variant=_variant), config_cls=CdcoConfig,
                     description=_text)
+    # CDCOMethod reads its variant in configure, stages and uses_negatives alone: where they leave a stage
+    # unchanged (the task-only warm-up; every stage of cdco_no_poincare when no stage weights the Poincaré term),
+    # the variant trains cdco's bytes, and the plan runs that stage once (cdco_core/methods/sharing.py)
+    same_stages_as(f"cdco_{_variant}", "cdco")
 
 
 def build_cdco_research(settings: CdcoResearchConfig | None = None) -> object:

@@ -88,8 +88,10 @@ def test_smoke_comparison_fills_every_cell_and_repeats_exactly(short_smoke_cfg, 
 
 def test_an_ablation_that_removes_nothing_is_reported_as_the_same_model(tmp_path, cdco_home):
     # a task-only stage, then a Poincaré stage (in-batch negatives only: no ODMS work). cdco_no_euclidean drops a
-    # term no stage uses: cdco's bytes. cdco_no_poincare shares the first stage's bytes and trains the second on the
-    # task alone: another model, which a report reading the first stage instead of the last would miss.
+    # term no stage uses: cdco's stages (the plan trains them once). cdco_no_poincare shares the first stage and
+    # trains the second on the task alone: another model, which a report reading the first stage instead of the
+    # last would miss. (Trained apart under each name, the bytes are the same: tests/unit/training/
+    # test_shared_stages.py.)
     stages = ("[{name: warmup, groups: [all], losses: {task: 1.0}, steps: 1, lr: 5.0e-3}, {name: poincare, "
               "groups: [upper], losses: {task: 1.0, poincare: 0.5}, space: poincare, steps: 1, lr: 5.0e-3}]")
     cfg = load_profile("smoke", [f"train.stages={stages}", "train.n_hard_negatives=0", "data.max_rows.train=32",
