@@ -89,6 +89,8 @@ def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: P
             if node.step in WORKER_STEPS:
                 if len(running) >= slots:
                     continue  # queued nodes would run in submission order, not plan order
+                if reads_a_running_model(plan, node, running.values()):
+                    continue  # its features come from the cache once the other evaluation is done
                 wire = config_to_json(plan.config_for(node))
                 inputs = {i: done[i].as_dict() for i in node.inputs}
                 running[pool.submit(_execute_in_worker, wire, node.as_dict(), inputs)] = nid
@@ -103,6 +105,15 @@ def _run_parallel(plan: Plan, order: list[str], done: dict[str, Record], pool: P
             for fut in finished:
                 nid = running.pop(fut)
                 _finish(plan, nid, Record.from_dict(fut.result()), done, on_done)
+
+
+def reads_a_running_model(plan: Plan, node: Node, running: Any) -> bool:
+    """Whether ``node`` evaluates the model (the last stage) that a running evaluation scores: two methods that
+    share their last stage (:mod:`cdco_core.methods.sharing`). Run one after the other, the second reads every
+    feature from the cache (keyed by the stage's record) instead of encoding the same texts beside the first."""
+    if node.step != "evaluate":
+        return False
+    return any(plan.nodes[r].step == "evaluate" and plan.nodes[r].inputs[0] == node.inputs[0] for r in running)
 
 
 def _run_node(plan: Plan, node: Node, done: dict[str, Record],

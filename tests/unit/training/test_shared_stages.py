@@ -42,6 +42,17 @@ def test_the_demo_plan_trains_each_shared_stage_once():
     assert runs == chain
 
 
+def test_two_evaluations_of_one_model_run_one_after_the_other():
+    from cdco_core.runner import reads_a_running_model
+
+    plan = build_plan(load_profile("demo"), ["cdco", "cdco_no_poincare", "cdco_no_euclidean"], [0, 1])
+    twin, other = plan.nodes["evaluate[cdco_no_poincare/seed0]"], plan.nodes["evaluate[cdco_no_euclidean/seed0]"]
+    assert reads_a_running_model(plan, twin, ["evaluate[cdco/seed0]"])  # the same last stage: wait, then read
+    assert not reads_a_running_model(plan, twin, ["evaluate[cdco/seed1]", "train[cdco/seed1/1-euclidean]"])
+    assert not reads_a_running_model(plan, other, ["evaluate[cdco/seed0]"])
+    assert not reads_a_running_model(plan, plan.nodes["train[cdco/seed1/0-warmup]"], ["evaluate[cdco/seed0]"])
+
+
 def test_a_setting_of_its_own_keeps_a_variant_apart():
     cfg = load_profile("demo", ["method_settings.cdco_no_poincare.centre=false"])
     plan = build_plan(cfg, ["cdco", "cdco_no_poincare"], [0])
