@@ -164,6 +164,75 @@ def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_d
     return coords, reducer, idx, {"fit_s": fit_s, "transform_s": time.perf_counter() - t1}
 
 
+def fit_manifold_apart(vectors: np.ndarray, n_components: int, n_neighbors: int, min_dist: float,
+                       sample_size: int, seed: int, reducer_path: Path,
+                       on_phase: Callable[[int, str], None] | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """:func:`fit_manifold` in a spawned process that also saves the reducer to ``reducer_path``.
+
+    Why a process: numba compiles UMAP's kernels on a machine's first fit, and the compiler's memory (about 0.6 GB
+    here) then stays in the process that compiled; umap, numba and llvmlite stay imported in it too. The caller
+    (the flow's process, which goes on to train and evaluate) never imports them. The fit is the same call with
+    the same seed, so the coordinates and the reducer's bytes equal an in-process fit's (a test compares them).
+    Phases reach ``on_phase`` as they happen.
+
+    Returns:
+        (coords (N, d) float32, sample indices, timings {"fit_s", "transform_s"}).
+
+    Raises:
+        InputError: too few rows (checked here, before the process starts).
+        RuntimeError: the process failed (its traceback in the message) or died.
+    """
+    import multiprocessing
+
+    idx = sample_indices(len(vectors), sample_size, seed)
+    if len(idx) < max(n_components + 2, 4):
+        raise InputError(
+            f"manifold: {len(idx)} embedded rows is too few to fit UMAP with manifold.n_components={n_components}; "
+            "raise data.max_rows or lower manifold.n_components"
+        )
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads or imports
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_fit_in_child, name="cdco-manifold", args=(
+        theirs, vectors, n_components, n_neighbors, min_dist, sample_size, seed, str(reducer_path)))
+    child.start()
+    theirs.close()
+    try:
+        while True:
+            try:
+                kind, value = ours.recv()
+            except EOFError:
+                child.join()
+                raise RuntimeError(f"manifold: the fitting process died (exit code {child.exitcode})") from None
+            if kind == "phase" and on_phase is not None:
+                on_phase(*value)
+            elif kind == "error":
+                raise RuntimeError(f"manifold: the fit failed in its process:\n{value}")
+            elif kind == "done":
+                coords, sample, timings = value
+                return coords, sample, timings
+    finally:
+        ours.close()
+        child.join()
+
+
+def _fit_in_child(conn: Any, vectors: np.ndarray, n_components: int, n_neighbors: int, min_dist: float,
+                  sample_size: int, seed: int, reducer_path: str) -> None:
+    """The spawned process of :func:`fit_manifold_apart`: fit, save the reducer, send the results back."""
+    import traceback
+
+    try:
+        coords, reducer, idx, timings = fit_manifold(
+            vectors, n_components, n_neighbors, min_dist, sample_size, seed,
+            on_phase=lambda i, what: conn.send(("phase", (i, what))))
+        save_reducer(reducer, Path(reducer_path))
+        conn.send(("done", (coords, idx, timings)))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
 def save_reducer(reducer: Any, path: Path) -> str:
     """Persist the fitted reducer atomically; returns its sha256 (record it: :func:`load_reducer` needs it)."""
     import joblib

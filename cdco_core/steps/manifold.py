@@ -32,7 +32,7 @@ def compute(call: StepCall) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cdco_core.odms.manifold import fit_manifold, save_reducer
+    from cdco_core.odms.manifold import fit_manifold_apart
     from cdco_core.odms.shards import vectors_table
     from cdco_core.steps.embed import load_embeddings
 
@@ -42,13 +42,14 @@ def compute(call: StepCall) -> dict[str, Any]:
         if call.on_step is not None:
             call.on_step({"step": i, "total": 2, "unit": "phase", "what": what})
 
-    coords, reducer, sample, timings = fit_manifold(vecs, m.n_components, m.n_neighbors, m.min_dist,
-                                                    m.sample_size, _umap_seed(call.cfg, call.node), on_phase)
+    # in a process of its own: numba's compiler memory and umap's imports never reach this one (bench/README.md)
+    coords, sample, timings = fit_manifold_apart(vecs, m.n_components, m.n_neighbors, m.min_dist, m.sample_size,
+                                                 _umap_seed(call.cfg, call.node), call.out / "reducer.joblib",
+                                                 on_phase)
     table = vectors_table(frame["example_id"].tolist(), frame["dataset"].tolist(), coords)
     table = table.rename_columns(["example_id", "dataset", "coords"])
     table = table.append_column("role", pa.array(frame["role"].tolist(), pa.string()))
     pq.write_table(table, call.out / "coords.parquet")
-    save_reducer(reducer, call.out / "reducer.joblib")
     return {"rows": len(frame), "sample_rows": len(sample), "n_components": m.n_components,
             **{k: round(v, 3) for k, v in timings.items()}}
 
