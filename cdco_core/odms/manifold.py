@@ -109,6 +109,15 @@ def sample_indices(n: int, sample_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=sample_size, replace=False))
 
 
+def _check_rows(rows: int, n_components: int) -> None:
+    """Refuse a sample UMAP cannot fit in ``n_components`` dimensions (before any work)."""
+    if rows < max(n_components + 2, 4):
+        raise InputError(
+            f"manifold: {rows} embedded rows is too few to fit UMAP with manifold.n_components={n_components}; "
+            "raise data.max_rows or lower manifold.n_components"
+        )
+
+
 def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_dist: float,
                  sample_size: int, seed: int, on_phase: Callable[[int, str], None] | None = None,
                  ) -> tuple[np.ndarray, Any, np.ndarray, dict[str, float]]:
@@ -138,11 +147,7 @@ def fit_manifold(vectors: np.ndarray, n_components: int, n_neighbors: int, min_d
     umap = import_umap()
     n = len(vectors)
     idx = sample_indices(n, sample_size, seed)
-    if len(idx) < max(n_components + 2, 4):
-        raise InputError(
-            f"manifold: {len(idx)} embedded rows is too few to fit UMAP with manifold.n_components={n_components}; "
-            "raise data.max_rows or lower manifold.n_components"
-        )
+    _check_rows(len(idx), n_components)
     reducer = umap.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, len(idx) - 1),
                         min_dist=min_dist, metric="cosine", random_state=seed, transform_seed=seed, n_jobs=1)
     phase = on_phase or (lambda i, what: None)
@@ -170,10 +175,11 @@ def fit_manifold_apart(vectors: np.ndarray, n_components: int, n_neighbors: int,
                        ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """:func:`fit_manifold` in a spawned process that also saves the reducer to ``reducer_path``.
 
-    Why a process: numba compiles UMAP's kernels on a machine's first fit, and the compiler's memory (about 0.6 GB
-    here) then stays in the process that compiled; umap, numba and llvmlite stay imported in it too. The caller
-    (the flow's process, which goes on to train and evaluate) never imports them. The fit is the same call with
-    the same seed, so the coordinates and the reducer's bytes equal an in-process fit's (a test compares them).
+    Why a process: numba compiles UMAP's kernels on a machine's first fit, and the compiler's memory (0.4 GB over
+    the demo's manifold step) then stays in the process that compiled; umap, numba and llvmlite stay imported in it
+    too. The caller (the flow's process, which goes on to train and evaluate) never imports them. The fit is the
+    same call with the same seed: the coordinates equal an in-process fit's, and the saved reducer maps new points
+    as that one does (a test compares both; its pickle's bytes differ from process to process either way).
     Phases reach ``on_phase`` as they happen.
 
     Returns:
@@ -186,11 +192,7 @@ def fit_manifold_apart(vectors: np.ndarray, n_components: int, n_neighbors: int,
     import multiprocessing
 
     idx = sample_indices(len(vectors), sample_size, seed)
-    if len(idx) < max(n_components + 2, 4):
-        raise InputError(
-            f"manifold: {len(idx)} embedded rows is too few to fit UMAP with manifold.n_components={n_components}; "
-            "raise data.max_rows or lower manifold.n_components"
-        )
+    _check_rows(len(idx), n_components)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads or imports
     ours, theirs = ctx.Pipe()
     child = ctx.Process(target=_fit_in_child, name="cdco-manifold", args=(
