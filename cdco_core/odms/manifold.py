@@ -180,7 +180,8 @@ def fit_manifold_apart(vectors: np.ndarray, n_components: int, n_neighbors: int,
     too. The caller (the flow's process, which goes on to train and evaluate) never imports them. The fit is the
     same call with the same seed: the coordinates equal an in-process fit's, and the saved reducer maps new points
     as that one does (a test compares both; its pickle's bytes differ from process to process either way).
-    Phases reach ``on_phase`` as they happen.
+    Phases reach ``on_phase`` as they happen. In a daemonic process (a Dask worker of the team stack), which may
+    not start children, the fit runs in the calling process.
 
     Returns:
         (coords (N, d) float32, sample indices, timings {"fit_s", "transform_s"}).
@@ -193,6 +194,11 @@ def fit_manifold_apart(vectors: np.ndarray, n_components: int, n_neighbors: int,
 
     idx = sample_indices(len(vectors), sample_size, seed)
     _check_rows(len(idx), n_components)
+    if multiprocessing.current_process().daemon:  # a Dask worker may not start processes: fit here, as before
+        coords, reducer, idx, timings = fit_manifold(vectors, n_components, n_neighbors, min_dist, sample_size, seed,
+                                                     on_phase)
+        save_reducer(reducer, Path(reducer_path))
+        return coords, idx, timings
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads or imports
     ours, theirs = ctx.Pipe()
     child = ctx.Process(target=_fit_in_child, name="cdco-manifold", args=(

@@ -55,3 +55,22 @@ def test_a_failed_fit_is_raised_with_its_traceback(tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)manifold: the fit failed in its process:.*(NaN|nan)"):
         fit_manifold_apart(vecs, **ARGS, reducer_path=tmp_path / "r.joblib")
     assert not (tmp_path / "r.joblib").exists()
+
+
+def _fit_in_a_daemon(path: str, out) -> None:
+    x = _vectors(120, 16)
+    coords, _, _ = fit_manifold_apart(x, 2, 5, 0.1, 100, 0, path)
+    out.put(coords.shape)
+
+
+def test_a_daemonic_process_fits_in_place(tmp_path):
+    # a Dask worker is daemonic and may not start children: the fit then runs where it is called
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=_fit_in_a_daemon, args=(str(tmp_path / "r.joblib"), out), daemon=True)
+    p.start()
+    p.join(600)
+    assert p.exitcode == 0 and out.get(timeout=5) == (120, 2)
+    assert (tmp_path / "r.joblib").stat().st_size > 0
