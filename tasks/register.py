@@ -153,7 +153,6 @@ def register_models(lin: Any, cfg: Any, roles: dict[str, list[str]]) -> dict[str
     rows = []
     with tracking.step_run(lin.parent_run_id, "register_model", tags={**lineage.SOURCE_TAGS,
                                                                      "cdco.step": "register"}):
-        client = mlflow.MlflowClient()
         for node_id, node_roles in roles.items():
             model_id = lin.models[node_id]
             rec = lin.records[node_id]
@@ -165,16 +164,11 @@ def register_models(lin: Any, cfg: Any, roles: dict[str, list[str]]) -> dict[str
             tags = {"cdco.method": node.method, "cdco.seed": str(node.params["seed"]), "cdco.node": node_id,
                     "cdco.stage_run_id": lin.runs.get(node_id, ""), "cdco.logged_model_id": model_id,
                     **{f"cdco.metric.{k}": f"{v:.6g}" for k, v in numbers.items()}}
+            aliases = [alias for role, alias in (("primary", LATEST_ALIAS), ("champion", CHAMPION_ALIAS))
+                       if role in node_roles]
             version, reused = find_or_register(name, sha, f"models:/{model_id}", tags, description=(
                 f"{node.method}, seed {node.params['seed']}: the last training stage `{node_id}`; weights "
-                f"sha256 `{sha}`; overall {numbers.get('eval.avg.overall', float('nan')):.4f}."))
-            aliases = []
-            if "primary" in node_roles:
-                client.set_registered_model_alias(name, LATEST_ALIAS, version)
-                aliases.append(LATEST_ALIAS)
-            if "champion" in node_roles:
-                client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-                aliases.append(CHAMPION_ALIAS)
+                f"sha256 `{sha}`; overall {numbers.get('eval.avg.overall', float('nan')):.4f}."), aliases=aliases)
             entry = {"name": name, "version": version, "weights_sha256": sha, "reused": reused, "aliases": aliases,
                      "method": node.method, "seed": node.params["seed"], "model_id": model_id}
             for role in node_roles:
@@ -197,11 +191,15 @@ def register_models(lin: Any, cfg: Any, roles: dict[str, list[str]]) -> dict[str
                           if "champion" in out else {})}
 
 
-def find_or_register(name: str, sha: str, source: str, tags: dict[str, str], description: str) -> tuple[str, bool]:
-    """The version of ``name`` holding weights ``sha``, registered from ``source`` if none does yet.
+def find_or_register(name: str, sha: str, source: str, tags: dict[str, str], description: str,
+                     aliases: list[str] | tuple[str, ...] = ()) -> tuple[str, bool]:
+    """The version of ``name`` holding weights ``sha``, registered from ``source`` if none does yet; ``aliases``
+    then point at it.
 
-    Find and register happen under one lock, so two runs finishing at once do not both register the same weights
-    (per machine: a team store shared by several machines would need the database's own locking).
+    Find, register and the aliases happen under one lock, so two runs finishing at once do not both register the
+    same weights, nor both insert one alias (MLflow's SQL store looks an alias up, then inserts it: the second
+    insert of two at once violates its unique key). Per machine: a team store shared by several machines would
+    need the database's own locking.
 
     Returns:
         (version, reused)
@@ -209,12 +207,15 @@ def find_or_register(name: str, sha: str, source: str, tags: dict[str, str], des
     import mlflow
 
     with file_lock(cdco_home() / "locks" / f"register-{name}"):
-        version = find_version(name, sha)
-        if version is not None:
-            return version, True
-        version = str(mlflow.register_model(source, name, tags={"cdco.weights_sha256": sha, **tags}).version)
-        mlflow.MlflowClient().update_model_version(name, version, description=description)
-        return version, False
+        client = mlflow.MlflowClient()
+        version, reused = find_version(name, sha), True
+        if version is None:
+            version = str(mlflow.register_model(source, name, tags={"cdco.weights_sha256": sha, **tags}).version)
+            client.update_model_version(name, version, description=description)
+            reused = False
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version)
+        return version, reused
 
 
 def version_numbers(stage: Record, evaluation: Record | None) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Two runs that finish at once register the same weights once (issue 17: versions 1 and 2 for one sha256).
+"""Two runs that finish at once register the same weights once (issue 17: versions 1 and 2 for one sha256), and
+set its aliases under the same lock.
 
 Two processes, released together from a barrier, call ``tasks.register.find_or_register`` (what
 ``register_models`` does for each version) with the same weights against one real MLflow SQLite store. Without
@@ -33,7 +34,8 @@ with tracking.pipeline_run("register-race", "race", {}):
     ready.touch()
     while not go.exists():
         time.sleep(0.01)
-    version, reused = find_or_register("cdco-smoke", sha, f"models:/{model.model_id}", {}, "race")
+    version, reused = find_or_register("cdco-smoke", sha, f"models:/{model.model_id}", {}, "race",
+                                       aliases=["latest_run", "champion"])
 print(json.dumps({"version": version, "reused": reused, "weights_sha256": sha}))
 """
 
@@ -62,3 +64,6 @@ def test_two_runs_registering_the_same_weights_at_once_make_one_version(tmp_path
     assert [v.tags.get("cdco.weights_sha256") for v in versions] == [sha]  # one version, of these weights
     assert sorted(o["reused"] for o in outs) == [False, True]  # one registered, the other found it
     assert {o["version"] for o in outs} == {str(versions[0].version)} and {o["weights_sha256"] for o in outs} == {sha}
+    # both aliases, set by both processes, point at that version
+    for alias in ("latest_run", "champion"):
+        assert mlflow.MlflowClient().get_model_version_by_alias("cdco-smoke", alias).version == versions[0].version
