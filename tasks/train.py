@@ -45,8 +45,21 @@ def _contexts(rec: Any, split: str | None) -> str:
     if rec.step == "prepare":
         if rec.outputs.get("kind") != "ID":
             return "input"  # OOD texts: the negatives' text, no head
-        return "training" if split == "train" else "evaluation"
+        return {"train": "training", "dev": "dev"}.get(split or "", "evaluation")
     return "training"  # the previous stage, the negatives
+
+
+def _upstream_splits(rec: Any) -> list[str]:
+    """The splits a stage read: an ID task's train split, its eval split and its dev split where it has one (the
+    stage's own check and ``train.dev_select`` score it). Logged here, through ``lineage.log_dataset``, so the
+    metrics linked to the dev split below find it among the run's inputs: otherwise ``mlflow.log_metrics`` logs it
+    itself, without the retry that two runs logging the same dataset at once need."""
+    from tasks import lineage
+
+    if rec.outputs.get("kind") != "ID":
+        return ["train"]
+    splits = rec.outputs.get("splits") or {}
+    return ["train", lineage.eval_split(rec)] + (["dev"] if "dev" in splits else [])
 
 
 def log_stage(lin: Lineage, node_id: str, package: Callable[[Path], dict[str, Any]] | None = None) -> str:
@@ -72,7 +85,7 @@ def log_stage(lin: Lineage, node_id: str, package: Callable[[Path], dict[str, An
         mlflow.log_params(params)
         inputs = lineage.log_upstream(
             lin, node_id, contexts=_contexts,
-            splits=lambda r: ["train", lineage.eval_split(r)] if r.outputs.get("kind") == "ID" else ["train"])
+            splits=_upstream_splits)
 
         model = find_model(lin.experiment_id, record.key, pyfunc=package is not None)
         if model is not None:  # logged before (a cached or repeated stage): link it, upload nothing
