@@ -221,7 +221,11 @@ def ensure_experiment(name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+            try:
+                client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+            except Exception:  # two runs tagging at once: the store looks the tag up, then inserts it
+                if client.get_experiment(exp.experiment_id).tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+                    raise
         return exp.experiment_id
     location = (cdco_home() / "mlartifacts" / name).as_uri() if is_local_store(uri) else None
     try:

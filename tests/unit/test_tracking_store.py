@@ -136,3 +136,29 @@ def test_runs_of_a_killed_process_are_marked_failed(tmp_path, cdco_home):
         assert client.get_run(alive).info.status == "RUNNING"
         assert client.get_run(dead_parent).data.tags["cdco.failed_reason"].startswith("owner process")
     assert tracking.fail_orphaned_runs() == []
+
+
+@pytest.mark.parametrize("other_run_tagged", [True, False])
+def test_an_untagged_experiment_tagged_by_two_runs_at_once(cdco_home, monkeypatch, other_run_tagged):
+    """An experiment created before it carried the kind tag: two runs tag it at once, the store looks the tag up
+    and inserts it, and the second insert fails on the tag's key. That run finds the tag set and goes on; a failure
+    that left no tag is raised."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.prepare_store(tracking.tracking_uri())
+    exp_id = mlflow.MlflowClient().create_experiment("old")  # no kind tag
+    real = mlflow.MlflowClient.set_experiment_tag
+
+    def raced(self, experiment_id, key, value):
+        if other_run_tagged:  # the other run's insert lands first
+            real(self, experiment_id, key, value)
+        raise MlflowException("duplicate key value violates unique constraint \"experiment_tag_pk\"")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_experiment_tag", raced)
+    if other_run_tagged:
+        assert tracking.ensure_experiment("old") == exp_id
+    else:
+        with pytest.raises(MlflowException, match="experiment_tag_pk"):
+            tracking.ensure_experiment("old")
