@@ -135,6 +135,11 @@ def test_two_runs_at_once_two_workers_dask_and_one_mlflow_store(on_team) -> None
     if any(r.state.type.value != "COMPLETED" for r in runs):  # the traceback, shown with the failure
         for log in sorted(Path(on_team["state_dir"]).glob("cdco-worker-*.log")):
             print(f"--- {log.name}\n{log.read_text(encoding='utf-8', errors='replace')[-8000:]}")
+        pg = Path(on_team["state_dir"]) / "postgres.log"  # a unique key two writers raced on, by its name
+        if pg.exists():
+            print("--- postgres.log errors\n" + "\n".join(
+                line for line in pg.read_text(encoding="utf-8", errors="replace").splitlines()
+                if "ERROR" in line or "DETAIL" in line))
     assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED"], [r.state.message for r in runs]
 
     by = _submitted_by(Path(on_team["state_dir"]))
